@@ -1,0 +1,4 @@
+# Tiny ATSS teacher (large) on trees (CPU, from scratch).
+_base_ = ['../_base_/models/tiny_atss_l.py', '../_base_/datasets/trees.py',
+          '../_base_/tiny_runtime.py']
+model = dict(bbox_head=dict(num_classes=1))

@@ -1,0 +1,3 @@
+# Tiny GFL student (small) on digits-scenes (CPU, from scratch).
+_base_ = ['../_base_/models/tiny_gfl_s.py', '../_base_/datasets/digits_scenes.py',
+          '../_base_/tiny_runtime.py']

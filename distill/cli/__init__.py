@@ -1,0 +1,1 @@
+"""Command-line tools (``tools/*.py`` and the ``distill-*`` console scripts call these)."""

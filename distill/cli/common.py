@@ -1,0 +1,123 @@
+"""Shared pieces of the command-line tools: config loading and checks, checkpoints, AP tables."""
+
+from __future__ import annotations
+
+import os
+import os.path as osp
+import pickle
+import zipfile
+
+import torch
+from mmengine.config import Config, DictAction
+
+COCO_KEYS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s', 'bbox_mAP_m', 'bbox_mAP_l')
+COCO_NAMES = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')
+
+
+class ConfigCheckError(ValueError):
+    """A config is inconsistent; the message names the file, the fields and their values."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unreadable or not a detector checkpoint."""
+
+
+def add_cfg_options(parser) -> None:
+    """The ``--cfg-options`` argument, as in mmdet's tools."""
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config settings, xxx=yyy (e.g. train_cfg.max_epochs=2 '
+        "model.bbox_head.num_classes=3 'train_dataloader.batch_size=4')")
+
+
+def load_config(path: str, cfg_options: dict | None = None, work_dir: str | None = None) -> Config:
+    """Load and check a config; ``work_dir`` defaults to ``work_dirs/<config name>``."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'config file {path!r} not found (cwd {os.getcwd()})')
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(path))[0])
+    check_config(cfg, path)
+    return cfg
+
+
+def base_dataset_cfg(dataset_cfg):
+    """The innermost dataset config under wrappers (``RepeatDataset``, ``ClassBalancedDataset``)."""
+    while 'dataset' in dataset_cfg:
+        dataset_cfg = dataset_cfg['dataset']
+    return dataset_cfg
+
+
+def _dataset_classes(dataset_cfg) -> tuple | None:
+    """Classes of a dataloader's dataset config (embedded datasets know theirs)."""
+    dataset_cfg = base_dataset_cfg(dataset_cfg)
+    meta = dataset_cfg.get('metainfo') or {}
+    if meta.get('classes') is not None:
+        return tuple(meta['classes'])
+    if dataset_cfg.get('type') == 'EmbeddedCocoDataset':
+        from distill.datasets import embedded_info
+        return embedded_info(dataset_cfg['name']).classes
+    return None
+
+
+def check_config(cfg: Config, path: str) -> None:
+    """Catch the config mistakes that otherwise fail late or silently.
+
+    Checks that the head's ``num_classes`` equals the number of classes of every dataloader's
+    dataset; mmdet would otherwise train a head whose extra outputs are never positive (or crash
+    on the first label index past the end).
+    """
+    head = cfg.model.get('bbox_head') or {}
+    num_classes = head.get('num_classes')
+    if num_classes is None:
+        return
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        if cfg.get(loader) is None:
+            continue
+        classes = _dataset_classes(cfg[loader].dataset)
+        if classes is not None and len(classes) != num_classes:
+            raise ConfigCheckError(
+                f'{path}: model.bbox_head.num_classes={num_classes} but '
+                f'{loader}.dataset has {len(classes)} classes {classes}')
+
+
+def check_checkpoint(path: str) -> dict:
+    """Load a checkpoint safely (``weights_only``) or fail with a message naming the file.
+
+    Returns:
+        dict: The loaded checkpoint (a ``state_dict`` mapping, possibly with ``meta``).
+    """
+    if not osp.isfile(path):
+        raise CheckpointError(f'checkpoint {path!r} not found')
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile) as e:
+        raise CheckpointError(
+            f'checkpoint {path!r} cannot be loaded ({type(e).__name__}: {str(e)[:300]}). '
+            'It is truncated/corrupt, not a torch checkpoint, or holds types that are not '
+            'allowlisted in distill/compat.py (untrusted pickles are refused on purpose).') from e
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not any(torch.is_tensor(v) for v in state.values()):
+        raise CheckpointError(f'checkpoint {path!r} holds no state_dict of tensors')
+    return ckpt
+
+
+def coco_row(metrics: dict, prefix: str = 'coco/') -> dict:
+    """``{'AP': .., 'AP50': .., ...}`` (percent) from mmdet CocoMetric results."""
+    return {name: 100.0 * float(metrics[prefix + key]) for name, key in zip(COCO_NAMES, COCO_KEYS)}
+
+
+def format_coco_table(rows: dict[str, dict]) -> str:
+    """A Markdown table with one row per named result of :func:`coco_row`."""
+    width = max([len('model')] + [len(k) for k in rows])
+    head = f"| {'model':<{width}} | " + ' | '.join(f'{n:>5}' for n in COCO_NAMES) + ' |'
+    sep = '|' + '-' * (width + 2) + '|' + '|'.join('-' * 7 for _ in COCO_NAMES) + '|'
+    lines = [head, sep]
+    for name, row in rows.items():
+        lines.append(f'| {name:<{width}} | ' + ' | '.join(f'{row[n]:5.1f}' for n in COCO_NAMES)
+                     + ' |')
+    return '\n'.join(lines)

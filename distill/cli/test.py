@@ -1,0 +1,69 @@
+"""Evaluate a checkpoint with mmdet's CocoMetric (pycocotools) and print the AP table.
+
+Usage::
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out metrics.json]
+        [--cfg-options k=v ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os.path as osp
+
+import distill  # noqa: F401  (compat fixes + registries)
+from distill.cli.common import (
+    add_cfg_options,
+    check_checkpoint,
+    coco_row,
+    format_coco_table,
+    load_config,
+)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Evaluate a detector checkpoint (COCO AP).')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='where the evaluation log goes')
+    parser.add_argument('--out', help='write the metrics (and the AP row) to this JSON file')
+    add_cfg_options(parser)
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def evaluate(config: str, checkpoint: str, work_dir: str | None = None,
+             cfg_options: dict | None = None, launcher: str = 'none') -> dict:
+    """Run the config's test loop on ``checkpoint``; returns the metrics dict."""
+    from mmengine.runner import Runner
+
+    check_checkpoint(checkpoint)
+    if work_dir is None:
+        work_dir = osp.join('work_dirs', osp.splitext(osp.basename(config))[0], 'test')
+    cfg = load_config(config, cfg_options, work_dir)
+    cfg.load_from = checkpoint
+    cfg.resume = False
+    cfg.launcher = launcher
+    runner = Runner.from_cfg(cfg)
+    return runner.test()
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    metrics = evaluate(args.config, args.checkpoint, args.work_dir, args.cfg_options,
+                       args.launcher)
+    row = coco_row(metrics)
+    name = osp.splitext(osp.basename(args.config))[0]
+    print(format_coco_table({name: row}), flush=True)
+    if args.out:
+        with open(args.out, 'w') as f:
+            json.dump(dict(config=args.config, checkpoint=args.checkpoint, ap=row,
+                           metrics={k: float(v) for k, v in metrics.items()}), f, indent=2)
+    return metrics
+
+
+if __name__ == '__main__':
+    main()

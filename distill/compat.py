@@ -1,0 +1,195 @@
+"""The one place that makes the OpenMMLab 2.x stack work on torch 2.13.
+
+Imported once, first, by :mod:`distill`. Every fix here is small, idempotent and covered by
+``tests/test_compat.py``, which shows both that it is needed and that it works.
+
+Fixes:
+    1. **mmrazor 1.0 quantization stand-in.** ``import mmrazor.models`` imports
+       ``mmrazor.structures.quantization``, which calls torch private APIs removed in torch 2.x.
+       Distillation never uses quantization, so a stand-in module with the names other mmrazor
+       modules import is registered in ``sys.modules`` before mmrazor is imported.
+    2. **Checkpoint loading with ``weights_only=True``.** torch >= 2.6 loads with
+       ``weights_only=True`` by default and mmengine 0.10.7 relies on the default, so every Runner
+       checkpoint (its ``meta`` holds mmengine ``HistoryBuffer`` objects and numpy arrays/scalars)
+       fails to load. We allowlist exactly those types with
+       ``torch.serialization.add_safe_globals`` and keep ``weights_only`` on: a checkpoint is a
+       pickle, and an untrusted one must not run code.
+       ``HistoryBuffer.__getstate__`` also pickled its statistics *functions* (``min``, ``max``,
+       ...), which would need ``builtins.getattr`` allowlisted, a gate to any attribute of any
+       allowed object. The buffer now saves the methods' names; the methods themselves live in a
+       class-level registry that is rebuilt at import, so nothing is lost on resume.
+    3. **Atomic local writes.** mmengine's ``LocalBackend.put``/``put_text`` open the destination
+       with ``'wb'`` and write in place, so a run killed while saving leaves a truncated checkpoint
+       (or ``last_checkpoint`` pointer) behind. They now write a temporary file in the same
+       directory, fsync it and ``os.replace`` it over the destination.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import types
+import warnings
+
+_APPLIED = False
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. mmrazor quantization stand-in
+# ---------------------------------------------------------------------------------------------
+QUANT_MODULE = 'mmrazor.structures.quantization'
+# The names that the rest of mmrazor imports from the quantization package.
+QUANT_NAMES = ('BackendConfigs', 'QConfigHandler', 'QSchemeHandler', 'SupportQtypes')
+
+
+class _QuantizationUnavailable:
+    """Placeholder for mmrazor's quantization classes (unusable on torch 2.x)."""
+
+    def __init__(self, *args, **kwargs):
+        raise RuntimeError(
+            'mmrazor quantization is not available: mmrazor 1.0.0 quantization calls torch '
+            'private APIs that torch 2.13 no longer has; distill replaces it with a stand-in '
+            '(distill/compat.py). Distillation does not need it.')
+
+
+def install_mmrazor_quantization_standin() -> bool:
+    """Register the quantization stand-in unless the real module is already imported.
+
+    Returns:
+        bool: True if the stand-in was installed by this call.
+    """
+    if QUANT_MODULE in sys.modules:
+        return False
+    module = types.ModuleType(QUANT_MODULE)
+    module.__path__ = []  # a package, so ``from .quantization import *`` works
+    module.__doc__ = 'distill.compat stand-in: mmrazor quantization is unusable on torch 2.x.'
+    module.__all__ = list(QUANT_NAMES)
+    for name in QUANT_NAMES:
+        setattr(module, name, type(name, (_QuantizationUnavailable, ), {}))
+    # BackendConfigs is used as a dict at import time by some mmrazor modules.
+    module.BackendConfigs = {}
+    sys.modules[QUANT_MODULE] = module
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. weights_only checkpoint loading: allowlist the exact types mmengine stores
+# ---------------------------------------------------------------------------------------------
+def checkpoint_safe_globals() -> list:
+    """The types a mmengine Runner checkpoint holds beyond tensors and builtin containers.
+
+    Found with ``torch.serialization.get_unsafe_globals_in_checkpoint`` on Runner checkpoints
+    (see ``tests/test_compat.py``): ``meta.message_hub`` stores ``HistoryBuffer`` objects whose
+    state is numpy arrays, and runtime info holds numpy scalars.
+    """
+    import numpy as np
+    from mmengine.logging import HistoryBuffer
+
+    try:  # numpy >= 2
+        from numpy._core import multiarray
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core import multiarray
+    dtypes = [type(np.dtype(t)) for t in (
+        np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
+        np.uint64, np.float16, np.float32, np.float64)]
+    return [HistoryBuffer, multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype,
+            *dtypes]
+
+
+def allow_checkpoint_types() -> None:
+    """Allowlist :func:`checkpoint_safe_globals` for ``torch.load(weights_only=True)``."""
+    import torch
+    torch.serialization.add_safe_globals(checkpoint_safe_globals())
+
+
+def patch_history_buffer_state() -> None:
+    """Pickle ``HistoryBuffer`` statistics methods by name, not as functions (idempotent)."""
+    from mmengine.logging import HistoryBuffer
+
+    if getattr(HistoryBuffer.__getstate__, '_distill', False):
+        return
+    original_getstate, original_setstate = HistoryBuffer.__getstate__, HistoryBuffer.__setstate__
+
+    def __getstate__(self) -> dict:
+        state = {k: v for k, v in self.__dict__.items() if k != 'statistics_methods'}
+        state['statistics_method_names'] = sorted(self._statistics_methods)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        names = state.pop('statistics_method_names', [])
+        original_setstate(self, state)  # also accepts older states holding the functions
+        missing = [n for n in names if n not in self._statistics_methods]
+        if missing:
+            warnings.warn(f'HistoryBuffer statistics methods {missing} were saved in the '
+                          'checkpoint but are not registered in this process; register them '
+                          'with HistoryBuffer.register_statistics before resuming')
+
+    __getstate__._distill = True
+    __getstate__.original, __setstate__.original = original_getstate, original_setstate
+    HistoryBuffer.__getstate__ = __getstate__
+    HistoryBuffer.__setstate__ = __setstate__
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. atomic writes through mmengine's local file backend
+# ---------------------------------------------------------------------------------------------
+def atomic_write(data: bytes | str, filepath: str | os.PathLike, encoding: str = 'utf-8') -> None:
+    """Write ``data`` to ``filepath`` so that readers see the old or the new file, never half.
+
+    Args:
+        data (bytes | str): The content; ``str`` is encoded with ``encoding``.
+        filepath (str | PathLike): The destination; its directory is created if missing.
+        encoding (str): Used when ``data`` is a ``str``.
+    """
+    filepath = os.fspath(filepath)
+    directory = os.path.dirname(os.path.abspath(filepath))
+    os.makedirs(directory, exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode(encoding)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(filepath) + '.',
+                               suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, filepath)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def patch_local_backend_atomic() -> None:
+    """Make ``mmengine.fileio.LocalBackend.put``/``put_text`` atomic (idempotent)."""
+    from mmengine.fileio.backends.local_backend import LocalBackend
+
+    if getattr(LocalBackend.put, '_distill_atomic', False):
+        return
+
+    def put(self, obj: bytes, filepath) -> None:
+        atomic_write(obj, filepath)
+
+    def put_text(self, obj: str, filepath, encoding: str = 'utf-8') -> None:
+        atomic_write(obj, filepath, encoding=encoding)
+
+    put._distill_atomic = put_text._distill_atomic = True
+    put.original, put_text.original = LocalBackend.put, LocalBackend.put_text  # for the tests
+    put.__doc__ = LocalBackend.put.__doc__
+    put_text.__doc__ = LocalBackend.put_text.__doc__
+    LocalBackend.put = put
+    LocalBackend.put_text = put_text
+
+
+def apply() -> None:
+    """Apply every fix once. Safe to call repeatedly."""
+    global _APPLIED
+    if _APPLIED:
+        return
+    install_mmrazor_quantization_standin()
+    allow_checkpoint_types()
+    patch_history_buffer_state()
+    patch_local_backend_atomic()
+    _APPLIED = True

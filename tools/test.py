@@ -1,0 +1,6 @@
+#!/usr/bin/env python
+"""Thin wrapper: see distill/cli/test.py (also installed as `distill-test`)."""
+from distill.cli.test import main
+
+if __name__ == '__main__':
+    main()

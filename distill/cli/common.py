@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
 import os.path as osp
 import pickle
+import warnings
 import zipfile
 
 import torch
@@ -107,8 +109,21 @@ def check_checkpoint(path: str) -> dict:
 
 
 def coco_row(metrics: dict, prefix: str = 'coco/') -> dict:
-    """``{'AP': .., 'AP50': .., ...}`` (percent) from mmdet CocoMetric results."""
-    return {name: 100.0 * float(metrics[prefix + key]) for name, key in zip(COCO_NAMES, COCO_KEYS)}
+    """``{'AP': .., 'AP50': .., ...}`` (percent) from mmdet CocoMetric results.
+
+    pycocotools reports -1 for a size range without any ground truth; that becomes NaN (shown
+    as ``n/a``), not -100 %. mmdet's CocoMetric returns no keys at all when the model made no
+    detection above ``score_thr``; that is an AP of 0 (a warning says so).
+    """
+    if not any(prefix + key in metrics for key in COCO_KEYS):
+        warnings.warn('no COCO metrics: the model made no detection above test_cfg.score_thr '
+                      'on the whole evaluation set; reporting AP = 0')
+        metrics = {prefix + key: 0.0 for key in COCO_KEYS}
+    row = {}
+    for name, key in zip(COCO_NAMES, COCO_KEYS):
+        value = float(metrics[prefix + key])
+        row[name] = 100.0 * value if value >= 0 else float('nan')
+    return row
 
 
 def format_coco_table(rows: dict[str, dict]) -> str:
@@ -118,6 +133,6 @@ def format_coco_table(rows: dict[str, dict]) -> str:
     sep = '|' + '-' * (width + 2) + '|' + '|'.join('-' * 7 for _ in COCO_NAMES) + '|'
     lines = [head, sep]
     for name, row in rows.items():
-        lines.append(f'| {name:<{width}} | ' + ' | '.join(f'{row[n]:5.1f}' for n in COCO_NAMES)
-                     + ' |')
+        cells = ('  n/a' if math.isnan(row[n]) else f'{row[n]:5.1f}' for n in COCO_NAMES)
+        lines.append(f'| {name:<{width}} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)

@@ -57,6 +57,9 @@ def main(argv=None):
     print(f'\nCOCO bbox AP on digits-scenes val ({name}, {checkpoint}, '
           f'{time.time() - t0:.0f} s wall):')
     print(format_coco_table({f'{name} (baseline)': coco_row(metrics)}), flush=True)
+    if args.quick:
+        print('(--quick: 4 iterations on 32 images, a smoke test of the pipeline; AP near 0 is '
+              'expected. `make demo` trains the full schedule.)')
 
 
 if __name__ == '__main__':

@@ -81,7 +81,12 @@ def test_test_tool_gives_identical_predictions_and_ap_twice(tmp_path, capsys):
     assert preds[0] == preds[1]
     assert results[0]['metrics'] == results[1]['metrics']
     assert set(results[0]['ap']) == {'AP', 'AP50', 'AP75', 'APs', 'APm', 'APl'}
-    assert '| AP' in capsys.readouterr().out
+    table = capsys.readouterr().out.splitlines()[-3:]
+    assert [c.strip() for c in table[0].strip('|').split('|')] == \
+        ['model', 'AP', 'AP50', 'AP75', 'APs', 'APm', 'APl']
+    shown = [c.strip() for c in table[2].strip('|').split('|')]
+    expected = [f"{v:.1f}" if v == v else 'n/a' for v in results[0]['ap'].values()]
+    assert shown == ['gfl_s_digits'] + expected
 
 
 def test_num_classes_mismatch_names_file_field_and_value():
@@ -105,3 +110,16 @@ def test_missing_and_corrupt_checkpoints(tmp_path):
     with pytest.raises(CheckpointError, match='trunc.pth'):
         train_cli.build_runner(train_cli.parse_args([GFL_S, '--resume', str(truncated)]))
     assert osp.isfile(truncated)
+
+
+def test_coco_row_and_table_hand_computed():
+    from distill.cli.common import coco_row, format_coco_table
+    metrics = {'coco/bbox_mAP': 0.4123, 'coco/bbox_mAP_50': 0.6, 'coco/bbox_mAP_75': 0.45,
+               'coco/bbox_mAP_s': 0.2, 'coco/bbox_mAP_m': 0.5, 'coco/bbox_mAP_l': -1.0}
+    row = coco_row(metrics)
+    assert row['AP'] == pytest.approx(41.23) and row['AP50'] == pytest.approx(60.0)
+    assert row['APl'] != row['APl']  # NaN: no large objects
+    assert format_coco_table({'m': row}).splitlines()[2] == \
+        '| m     |  41.2 |  60.0 |  45.0 |  20.0 |  50.0 |   n/a |'
+    with pytest.warns(UserWarning, match='no detection above'):
+        assert coco_row({}) == dict.fromkeys(row, 0.0)  # CocoMetric's empty result

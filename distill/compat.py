@@ -22,6 +22,12 @@ Fixes:
        with ``'wb'`` and write in place, so a run killed while saving leaves a truncated checkpoint
        (or ``last_checkpoint`` pointer) behind. They now write a temporary file in the same
        directory, fsync it and ``os.replace`` it over the destination.
+    4. **Distributed launch on CPU.** mmengine's ``_init_dist_pytorch`` always calls
+       ``torch.cuda.set_device``, which a CPU build of torch does not have, so
+       ``tools/dist_train.sh`` could not start on a CPU machine. Without CUDA the process group is
+       now initialised directly (``nccl`` requested on a CPU-only machine becomes ``gloo``, with a
+       warning); and ``MMDistributedDataParallel`` drops the ``device_ids=[LOCAL_RANK]`` the
+       Runner passes, which torch rejects for a module on the CPU.
 """
 
 from __future__ import annotations
@@ -183,6 +189,42 @@ def patch_local_backend_atomic() -> None:
     LocalBackend.put_text = put_text
 
 
+def patch_cpu_distributed_init() -> None:
+    """Let mmengine's pytorch launcher start on machines without CUDA (idempotent)."""
+    from mmengine.dist import utils as dist_utils
+
+    if getattr(dist_utils._init_dist_pytorch, '_distill', False):
+        return
+    original = dist_utils._init_dist_pytorch
+
+    def _init_dist_pytorch(backend, init_backend='torch', **kwargs) -> None:
+        import torch
+        import torch.distributed as torch_dist
+        if torch.cuda.is_available() or init_backend != 'torch':
+            return original(backend, init_backend=init_backend, **kwargs)
+        if backend == 'nccl':
+            warnings.warn("dist backend 'nccl' needs CUDA; none is available, using 'gloo'")
+            backend = 'gloo'
+        torch_dist.init_process_group(backend=backend, **kwargs)
+
+    _init_dist_pytorch._distill = True
+    _init_dist_pytorch.original = original
+    dist_utils._init_dist_pytorch = _init_dist_pytorch
+
+    from mmengine.model.wrappers.distributed import MMDistributedDataParallel
+    original_init = MMDistributedDataParallel.__init__
+
+    def __init__(self, module, detect_anomalous_params: bool = False, **kwargs) -> None:
+        params = list(module.parameters())
+        if params and all(p.device.type == 'cpu' for p in params):
+            kwargs.pop('device_ids', None)  # torch: device_ids only for GPU modules
+            kwargs.pop('output_device', None)
+        original_init(self, module, detect_anomalous_params=detect_anomalous_params, **kwargs)
+
+    __init__.original = original_init
+    MMDistributedDataParallel.__init__ = __init__
+
+
 def apply() -> None:
     """Apply every fix once. Safe to call repeatedly."""
     global _APPLIED
@@ -192,4 +234,5 @@ def apply() -> None:
     allow_checkpoint_types()
     patch_history_buffer_state()
     patch_local_backend_atomic()
+    patch_cpu_distributed_init()
     _APPLIED = True

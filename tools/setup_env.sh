@@ -35,9 +35,9 @@ pip install -q -c "$CONSTRAINT" mmengine==0.10.7 opencv-python-headless pycocoto
 
 # mmcv 2.1.0 = the "full" build (mmcv._ext with compiled ops). No build isolation: an isolated
 # build environment would download the newest CUDA torch. pip caches the built wheel, so a
-# second install on the same machine takes seconds; a fresh machine compiles (~16 min, 2 cores).
+# second install on the same machine takes seconds; a fresh machine compiles (~9 min, 2 cores).
 if ! "$VENV/bin/python" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '2.1.0'" 2>/dev/null; then
-  step "mmcv 2.1.0 with ops (compiles on a fresh machine, ~16 min on 2 cores)"
+  step "mmcv 2.1.0 with ops (a fresh machine compiles it: ~9 min on 2 cores)"
   FORCE_CUDA_FLAG=0
   if command -v nvcc >/dev/null 2>&1 && command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     FORCE_CUDA_FLAG=1

@@ -49,7 +49,7 @@ def test_boxes_tightly_bound_pasted_masks(photos):
         image = scene['image'].astype(int)
         background = scene['background'].astype(int)
         union = np.zeros(image.shape[:2], bool)
-        for k, mask in enumerate(scene['masks']):
+        for mask in scene['masks']:
             assert not (union & mask).any()  # visible masks never overlap
             union |= mask
             assert ds.mask_to_coco(mask)['bbox'] == _tight_box_naive(mask)

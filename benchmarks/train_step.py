@@ -24,28 +24,18 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import distill  # noqa: E402,F401
-from distill.cli.common import base_dataset_cfg, load_config  # noqa: E402
+from distill.build import build_train_parts  # noqa: E402
+from distill.cli.common import load_config  # noqa: E402
 
 DEFAULT = ['configs/tiny/gfl_s_digits.py', 'configs/tiny/gfl_l_digits.py',
            'configs/tiny/atss_s_digits.py', 'configs/tiny/atss_l_digits.py']
 
 
 def build(config: str, batch: int):
-    from mmdet.registry import DATASETS, MODELS
     from mmengine.dataset import pseudo_collate
-    from mmengine.optim import build_optim_wrapper
-    from mmengine.registry import init_default_scope
 
-    cfg = load_config(str(REPO / config))
-    init_default_scope('mmdet')
-    torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    ds_cfg = base_dataset_cfg(cfg.train_dataloader.dataset).copy()
-    ds_cfg.indices = batch
-    dataset = DATASETS.build(ds_cfg)
+    model, dataset, optim = build_train_parts(load_config(str(REPO / config)), batch)
     data = model.data_preprocessor(pseudo_collate([dataset[i] for i in range(batch)]), True)
-    optim = build_optim_wrapper(model, cfg.optim_wrapper)
     params = sum(p.numel() for p in model.parameters()) / 1e6
     return model, data, optim, params
 

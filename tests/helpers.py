@@ -1,12 +1,9 @@
 """Small helpers shared by tests (real models and data, no mocks)."""
 
 import torch
-from mmdet.registry import DATASETS, MODELS
 from mmengine.dataset import pseudo_collate
-from mmengine.optim import build_optim_wrapper
-from mmengine.registry import init_default_scope
 
-from distill.cli.common import base_dataset_cfg
+from distill.build import build_train_parts
 
 
 def train_iterations(cfg, iterations=10, batch_size=2, subset=20, seed=0):
@@ -17,15 +14,7 @@ def train_iterations(cfg, iterations=10, batch_size=2, subset=20, seed=0):
         parameter received a non-zero gradient in some iteration. Raises AssertionError on a
         non-finite loss or gradient, or a trainable parameter without a gradient.
     """
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    torch.manual_seed(seed)
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    model.train()
-    ds_cfg = base_dataset_cfg(cfg.train_dataloader.dataset).copy()
-    ds_cfg.indices = subset
-    dataset = DATASETS.build(ds_cfg)
-    optim = build_optim_wrapper(model, cfg.optim_wrapper)
+    model, dataset, optim = build_train_parts(cfg, subset, seed)
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     touched = dict.fromkeys(params, False)
     losses = []

@@ -6,13 +6,14 @@ from mmengine.dataset import pseudo_collate
 from distill.build import build_train_parts
 
 
-def train_iterations(cfg, iterations=10, batch_size=2, subset=20, seed=0):
+def train_iterations(cfg, iterations=10, batch_size=2, subset=20, seed=0, on_step=None):
     """Train ``cfg.model`` for a few iterations on its train dataset, checking every step.
 
     Returns:
         tuple: ``losses (list[float])`` and ``touched (dict[str, bool])``: whether each
         parameter received a non-zero gradient in some iteration. Raises AssertionError on a
         non-finite loss or gradient, or a trainable parameter without a gradient.
+        ``on_step(model, log_vars)`` runs after each backward pass, before the optimizer step.
     """
     model, dataset, optim = build_train_parts(cfg, subset, seed)
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
@@ -22,7 +23,7 @@ def train_iterations(cfg, iterations=10, batch_size=2, subset=20, seed=0):
         batch = pseudo_collate([dataset[(batch_size * it + k) % len(dataset)]
                                 for k in range(batch_size)])
         data = model.data_preprocessor(batch, True)
-        loss, _ = model.parse_losses(model(**data, mode='loss'))
+        loss, log_vars = model.parse_losses(model(**data, mode='loss'))
         assert torch.isfinite(loss), f'iteration {it}: loss {loss}'
         optim.zero_grad()
         loss.backward()
@@ -30,6 +31,33 @@ def train_iterations(cfg, iterations=10, batch_size=2, subset=20, seed=0):
             assert p.grad is not None, f'iteration {it}: {name} got no gradient'
             assert torch.isfinite(p.grad).all(), f'iteration {it}: {name} non-finite gradient'
             touched[name] |= bool(p.grad.abs().sum() > 0)
+        if on_step is not None:
+            on_step(model, log_vars)
         optim.step()
         losses.append(float(loss))
     return losses, touched
+
+
+def save_detector_checkpoint(config, path, seed=0, nan_in=None, options=None):
+    """Build ``config``'s detector with ``seed`` and save its weights as a checkpoint file.
+
+    Args:
+        nan_in (str, optional): Fill the parameters whose name starts with it with NaN.
+        options (dict, optional): Config overrides (e.g. no pretrained backbone).
+    """
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    init_default_scope('mmdet')
+    cfg = Config.fromfile(config)
+    cfg.merge_from_dict(options or {})
+    torch.manual_seed(seed)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    state = model.state_dict()
+    if nan_in is not None:
+        state = {k: torch.full_like(v, float('nan')) if k.startswith(nan_in) else v
+                 for k, v in state.items()}
+    torch.save({'state_dict': state, 'meta': {}}, path)
+    return str(path)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import math
 import os
 import os.path as osp
-import pickle
 import warnings
-import zipfile
 
-import torch
 from mmengine.config import Config, DictAction
+
+from distill.checkpoint import CheckpointError, check_checkpoint  # noqa: F401  (re-exported)
 
 COCO_KEYS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s', 'bbox_mAP_m', 'bbox_mAP_l')
 COCO_NAMES = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')
@@ -18,10 +17,6 @@ COCO_NAMES = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')
 
 class ConfigCheckError(ValueError):
     """A config is inconsistent; the message names the file, the fields and their values."""
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, unreadable or not a detector checkpoint."""
 
 
 def add_cfg_options(parser) -> None:
@@ -85,27 +80,6 @@ def check_config(cfg: Config, path: str) -> None:
             raise ConfigCheckError(
                 f'{path}: model.bbox_head.num_classes={num_classes} but '
                 f'{loader}.dataset has {len(classes)} classes {classes}')
-
-
-def check_checkpoint(path: str) -> dict:
-    """Load a checkpoint safely (``weights_only``) or fail with a message naming the file.
-
-    Returns:
-        dict: The loaded checkpoint (a ``state_dict`` mapping, possibly with ``meta``).
-    """
-    if not osp.isfile(path):
-        raise CheckpointError(f'checkpoint {path!r} not found')
-    try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile) as e:
-        raise CheckpointError(
-            f'checkpoint {path!r} cannot be loaded ({type(e).__name__}: {str(e)[:300]}). '
-            'It is truncated/corrupt, not a torch checkpoint, or holds types that are not '
-            'allowlisted in distill/compat.py (untrusted pickles are refused on purpose).') from e
-    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict) or not any(torch.is_tensor(v) for v in state.values()):
-        raise CheckpointError(f'checkpoint {path!r} holds no state_dict of tensors')
-    return ckpt
 
 
 def coco_row(metrics: dict, prefix: str = 'coco/') -> dict:

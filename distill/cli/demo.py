@@ -1,24 +1,35 @@
-"""`make demo`: train the tiny GFL baseline on the embedded ``digits-scenes`` and print COCO AP.
+"""`make demo`: a teacher, then the student with none / kd / ld / kd_ld_vlr, and their table.
 
 Usage::
 
-    python tools/demo.py [--quick] [--work-dir work_dirs/demo]
+    python tools/demo.py [--quick] [--work-dir work_dirs/demo] [--teacher-ckpt CKPT]
+        [--recipes none kd ld kd_ld_vlr] [--seeds 0] [--epochs 6]
 
-``--quick`` trains one short epoch on a subset (a smoke test, seconds to a minute); the full demo
-runs the config's schedule. The dataset is generated into the cache on first use.
+1. The tiny teacher (``configs/tiny/gfl_l_digits.py``, its full 24-epoch schedule, about 35 min
+   on 2 CPU cores) is trained once into ``<work-dir>/teacher_train`` and reused afterwards
+   (``--teacher-ckpt`` gives one directly). An interrupted teacher run resumes.
+2. The student (``configs/tiny/gfl_s_digits.py``) is trained with each recipe for ``--epochs``
+   (default 6, a short schedule with its milestones scaled) by ``tools/compare.py``, which
+   prints and writes the comparison table (``<work-dir>/comparison.{md,csv,png}``).
+
+``--quick`` runs everything for one epoch on 32 images (a smoke test of the whole pipeline,
+about a minute); its AP is meaningless. The dataset is generated into the cache on first use.
 """
 
 from __future__ import annotations
 
 import argparse
 import os.path as osp
+import subprocess
+import sys
 import time
 
-from distill.cli import test as test_cli
-from distill.cli import train as train_cli
-from distill.cli.common import coco_row, format_coco_table
+from distill.cli import compare
+from distill.compat import atomic_write
 
-CONFIG = 'configs/tiny/gfl_s_digits.py'
+STUDENT = 'configs/tiny/gfl_s_digits.py'
+TEACHER = 'configs/tiny/gfl_l_digits.py'
+
 QUICK_OPTIONS = {
     'train_dataloader.dataset.indices': 32,
     'val_dataloader.dataset.indices': 16,
@@ -35,31 +46,57 @@ QUICK_OPTIONS = {
 }
 
 
+def teacher_checkpoint(work_dir: str, options: list[str]) -> str:
+    """Train the teacher once (resuming an interrupted run); returns its final checkpoint."""
+    train_dir = osp.join(work_dir, 'teacher_train')
+    done = osp.join(train_dir, 'DONE')
+    if osp.isfile(done):
+        with open(done) as f:
+            ckpt = f.read().strip()
+        print(f'[demo] reusing the teacher {ckpt}', flush=True)
+        return ckpt
+    print(f'[demo] training the teacher {TEACHER} into {train_dir} (full schedule: about 35 '
+          f'min on 2 cores; done once, then reused)', flush=True)
+    cmd = [sys.executable, osp.join(compare.TOOLS, 'train.py'), TEACHER, '--work-dir', train_dir]
+    if osp.isfile(osp.join(train_dir, 'last_checkpoint')):
+        cmd.append('--resume')
+    if options:
+        cmd += ['--cfg-options'] + options
+    if subprocess.run(cmd).returncode:
+        raise RuntimeError(f'teacher training failed (log in {train_dir})')
+    with open(osp.join(train_dir, 'last_checkpoint')) as f:
+        ckpt = f.read().strip()
+    atomic_write(ckpt + '\n', done)
+    return ckpt
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--quick', action='store_true', help='a few iterations (smoke test)')
+    parser.add_argument('--quick', action='store_true', help='one epoch on 32 images (smoke test)')
     parser.add_argument('--work-dir', default=None)
-    parser.add_argument('--config', default=CONFIG)
+    parser.add_argument('--teacher-ckpt', help='use this teacher instead of training one')
+    parser.add_argument('--recipes', nargs='+', default=['none', 'kd', 'ld', 'kd_ld_vlr'])
+    parser.add_argument('--seeds', nargs='+', type=int, default=[0])
+    parser.add_argument('--epochs', type=int, default=6, help='student schedule (epochs)')
     args = parser.parse_args(argv)
     work_dir = args.work_dir or ('work_dirs/demo-quick' if args.quick else 'work_dirs/demo')
-    work_dir = osp.join(work_dir, osp.splitext(osp.basename(args.config))[0])
-    options = dict(QUICK_OPTIONS) if args.quick else {}
+    options = [f'{k}={v}' for k, v in QUICK_OPTIONS.items()] if args.quick else []
 
     t0 = time.time()
-    train_args = train_cli.parse_args([args.config, '--work-dir', work_dir])
-    train_args.cfg_options = options
-    runner = train_cli.build_runner(train_args)
-    runner.train()
-    with open(osp.join(work_dir, 'last_checkpoint')) as f:
-        checkpoint = f.read().strip()
-    metrics = test_cli.evaluate(args.config, checkpoint, osp.join(work_dir, 'test'), options)
-    name = osp.splitext(osp.basename(args.config))[0]
-    print(f'\nCOCO bbox AP on digits-scenes val ({name}, {checkpoint}, '
-          f'{time.time() - t0:.0f} s wall):')
-    print(format_coco_table({f'{name} (baseline)': coco_row(metrics)}), flush=True)
+    ckpt = args.teacher_ckpt or teacher_checkpoint(work_dir, options)
+    t_teacher = time.time() - t0
+    grid = ['--student', STUDENT, '--teacher', TEACHER, '--teacher-ckpt', ckpt,
+            '--recipes', *args.recipes, '--seeds', *map(str, args.seeds),
+            '--work-root', work_dir,
+            '--title', f'digits-scenes val: tiny GFL R50 teacher -> R18 student, '
+                       f'{1 if args.quick else args.epochs} student epoch(s), '
+                       f'{len(args.seeds)} seed(s)' + (' (--quick: smoke test)' * args.quick)]
+    grid += ['--cfg-options'] + options if args.quick else ['--epochs', str(args.epochs)]
+    compare.main(grid)
+    print(f'[demo] done in {time.time() - t0:.0f} s wall (teacher: {t_teacher:.0f} s)', flush=True)
     if args.quick:
-        print('(--quick: 4 iterations on 32 images, a smoke test of the pipeline; AP near 0 is '
-              'expected. `make demo` trains the full schedule.)')
+        print('(--quick: one epoch on 32 images, a smoke test of the pipeline; AP near 0 is '
+              'expected. `make demo` runs the real thing.)')
 
 
 if __name__ == '__main__':

@@ -142,9 +142,19 @@ class EmbeddedCocoMetric(CocoMetric):
         name (str): Embedded dataset name.
         split (str): Split whose ``instances_<split>.json`` is the ground truth.
         seed (int): Generation seed, as for :class:`EmbeddedCocoDataset`.
+        evaluated_images_only (bool): Score only the images that were predicted (the dataset
+            was restricted with ``indices``, e.g. a tuning split carved from train); by default
+            every image of the annotation file counts, as mmdet's CocoMetric.
         **kwargs: Passed to :class:`mmdet.evaluation.CocoMetric`.
     """
 
-    def __init__(self, name: str, split: str = 'val', seed: int = 0, **kwargs):
+    def __init__(self, name: str, split: str = 'val', seed: int = 0,
+                 evaluated_images_only: bool = False, **kwargs):
         root = prepare_embedded(name, seed)
         super().__init__(ann_file=str(root / 'annotations' / f'instances_{split}.json'), **kwargs)
+        self.evaluated_images_only = evaluated_images_only
+
+    def compute_metrics(self, results: list) -> dict:
+        if self.evaluated_images_only:
+            self.img_ids = sorted({pred['img_id'] for _, pred in results})
+        return super().compute_metrics(results)

@@ -30,11 +30,24 @@ def test_browse_draws_box_edges_on_the_bounded_pixels(tmp_path, data_cache):
     assert tuple(drawn[int(2 * (y + h)) - 1, int(2 * (x + w)) - 1]) == color
 
 
-def test_quick_demo_prints_coco_table(tmp_path, capsys, monkeypatch):
+def test_quick_demo_trains_teacher_and_students_and_prints_the_table(tmp_path, capsys,
+                                                                      monkeypatch):
     monkeypatch.chdir(REPO)
     demo.main(['--quick', '--work-dir', str(tmp_path)])
     out = capsys.readouterr().out
-    assert 'COCO bbox AP on digits-scenes val' in out
-    header = [line for line in out.splitlines() if line.startswith('| model')][0]
-    assert [c.strip() for c in header.strip('|').split('|')][1:] == \
-        ['AP', 'AP50', 'AP75', 'APs', 'APm', 'APl']
+    rows = [[c.strip() for c in line.strip('|').split('|')] for line in out.splitlines()
+            if line.startswith('| ')]
+    assert rows[0][:8] == ['model', 'seeds', 'AP', 'AP50', 'AP75', 'APs', 'APm', 'APl']
+    assert [r[0] for r in rows[1:]] == ['teacher', 'student (none)', 'student + kd',
+                                        'student + ld', 'student + kd_ld_vlr']
+    for name in ('comparison.md', 'comparison.csv', 'comparison.png'):
+        assert (tmp_path / name).stat().st_size > 0
+    assert (tmp_path / 'teacher_train' / 'DONE').is_file()
+    for recipe in ('none', 'kd', 'ld', 'kd_ld_vlr'):
+        assert (tmp_path / recipe / 'seed0' / 'final_metrics.json').is_file()
+    # a second call reuses the teacher and every finished run, and prints the same table
+    demo.main(['--quick', '--work-dir', str(tmp_path)])
+    again = capsys.readouterr().out
+    assert 'reusing the teacher' in again and again.count(': reused ...') == 4
+    assert [line for line in again.splitlines() if line.startswith('| ')] == \
+        [line for line in out.splitlines() if line.startswith('| ')]

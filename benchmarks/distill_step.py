@@ -1,0 +1,216 @@
+"""Cost of one distillation step vs its floor (student step + teacher no-grad forward).
+
+Usage::
+
+    python benchmarks/distill_step.py [--rounds 16] [--batch 2] [--recipe kd_ld_vlr]
+        [--device cpu|cuda] [--no-memory]
+
+Models: the tiny GFL pair (student ``configs/tiny/gfl_s_digits.py``, R18 1/4 width; teacher
+``configs/tiny/gfl_l_digits.py``, R50 1/4 width), ``--batch`` digits-scenes training images
+(long side 256). Each round times, one after the other on the same batch:
+
+* ``student``: a plain student training step (forward, loss, backward, optimizer);
+* ``teacher``: a teacher forward under ``no_grad`` (backbone, neck, head);
+* ``graph``: a ``DistillGraph`` step with ``--recipe``;
+* ``mmrazor``: mmrazor 1.0's ``SingleTeacherDistill`` + ``ConfigurableDistiller``, with KL
+  losses (``KLDivergence``) on the class and box logits of every level;
+* ``mmdet_ld``: mmdet 3.3's ``KnowledgeDistillationSingleStageDetector`` + ``LDHead`` (Main LD).
+
+and reports, for each distillation variant, the median over rounds of
+``step / (student + teacher)`` (ratios taken per round: the machine drifts). Memory: each of
+``student`` and ``graph`` runs alone in a fresh process (peak RSS on CPU; on CUDA, peak
+allocated memory), since a process's peak RSS cannot be split between variants.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import distill  # noqa: E402,F401
+from distill.build import build_train_parts  # noqa: E402
+from distill.cli.common import load_config  # noqa: E402
+from distill.cli.train_distill import build_distill_config  # noqa: E402
+
+STUDENT = str(REPO / 'configs/tiny/gfl_s_digits.py')
+TEACHER = str(REPO / 'configs/tiny/gfl_l_digits.py')
+VARIANTS = ('student', 'teacher', 'graph', 'mmrazor', 'mmdet_ld')
+
+
+def teacher_checkpoint(path: Path) -> str:
+    """A teacher checkpoint (its initial weights: the timing does not depend on the values)."""
+    from mmdet.registry import MODELS
+    from mmengine.registry import init_default_scope
+
+    init_default_scope('mmdet')
+    torch.manual_seed(0)
+    model = MODELS.build(load_config(TEACHER).model)
+    model.init_weights()
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, path)
+    return str(path)
+
+
+def razor_config(cfg, ckpt: str) -> dict:
+    """mmrazor's own way: recorders on the head's conv outputs, a KL loss per level."""
+    student = dict(cfg.model.architecture)
+    teacher = dict(load_config(TEACHER).model, _scope_='mmdet')
+    recorders = dict(cls=dict(type='ModuleOutputs', source='bbox_head.gfl_cls'),
+                     reg=dict(type='ModuleOutputs', source='bbox_head.gfl_reg'))
+    levels = len(student['bbox_head']['anchor_generator']['strides'])
+    losses, mappings = {}, {}
+    for tap, tau, weight in (('cls', 2, 0.25), ('reg', 10, 0.25)):
+        for i in range(levels):
+            name = f'loss_{tap}{i}'
+            losses[name] = dict(type='KLDivergence', tau=tau, loss_weight=weight)
+            mappings[name] = dict(
+                preds_S=dict(from_student=True, recorder=tap, record_idx=i),
+                preds_T=dict(from_student=False, recorder=tap, record_idx=i))
+    return dict(_scope_='mmrazor', type='SingleTeacherDistill', architecture=student,
+                teacher=teacher, teacher_ckpt=ckpt,
+                distiller=dict(type='ConfigurableDistiller', student_recorders=recorders,
+                               teacher_recorders=copy.deepcopy(recorders),
+                               distill_losses=losses, loss_forward_mappings=mappings))
+
+
+def mmdet_ld_config(cfg, ckpt: str) -> dict:
+    student = copy.deepcopy(dict(cfg.model.architecture))
+    student.update(type='KnowledgeDistillationSingleStageDetector', teacher_config=TEACHER,
+                   teacher_ckpt=ckpt, _scope_='mmdet')
+    student['bbox_head'] = dict(student['bbox_head'], type='LDHead',
+                                loss_ld=dict(type='KnowledgeDistillationKLDivLoss',
+                                             loss_weight=0.25, T=10))
+    return student
+
+
+def build_variant(name: str, recipe: str, ckpt: str, batch: int, device: str):
+    """(model, data, optimizer or None) of one variant, on ``device``."""
+    from mmengine.dataset import pseudo_collate
+    from mmengine.optim import build_optim_wrapper
+
+    cfg = build_distill_config(STUDENT, recipe, TEACHER, ckpt)
+    if name in ('student', 'teacher'):
+        plain = load_config(STUDENT if name == 'student' else TEACHER)
+        model, dataset, optim = build_train_parts(plain, batch)
+        if name == 'teacher':
+            from distill.checkpoint import load_weights_strict
+            load_weights_strict(model, ckpt, role='teacher')
+            model.eval()
+            optim = None
+    else:
+        if name == 'mmrazor':
+            cfg.model = razor_config(cfg, ckpt)
+        elif name == 'mmdet_ld':
+            cfg.model = mmdet_ld_config(cfg, ckpt)
+        model, dataset, optim = build_train_parts(cfg, batch)
+    model.to(device)
+    if optim is not None:  # rebuilt after .to(device) so that its state lives there too
+        optim = build_optim_wrapper(model, cfg.optim_wrapper)
+    data = model.data_preprocessor(pseudo_collate([dataset[i] for i in range(batch)]), True)
+    return model, data, optim
+
+
+def _sync(device: str) -> None:
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+
+
+def time_variant(name: str, model, data, optim, device: str) -> float:
+    _sync(device)
+    t = time.perf_counter()
+    if optim is None:
+        with torch.no_grad():
+            model.bbox_head(model.extract_feat(data['inputs']))
+    else:
+        model.train()
+        loss, _ = model.parse_losses(model(**data, mode='loss'))
+        optim.update_params(loss)
+    _sync(device)
+    return time.perf_counter() - t
+
+
+def memory_only(name: str, recipe: str, ckpt: str, batch: int, device: str, steps: int):
+    """Run one variant alone; print its peak memory (MiB) as JSON."""
+    model, data, optim = build_variant(name, recipe, ckpt, batch, device)
+    if device.startswith('cuda'):
+        torch.cuda.reset_peak_memory_stats()
+    for _ in range(steps):
+        time_variant(name, model, data, optim, device)
+    if device.startswith('cuda'):
+        peak = torch.cuda.max_memory_allocated() / 2 ** 20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({'variant': name, 'peak_mib': peak}))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--rounds', type=int, default=16)
+    parser.add_argument('--batch', type=int, default=2)
+    parser.add_argument('--recipe', default='kd_ld_vlr')
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--no-memory', action='store_true')
+    parser.add_argument('--memory-only', choices=['student', 'graph'], help=argparse.SUPPRESS)
+    parser.add_argument('--teacher-ckpt', help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = args.teacher_ckpt or teacher_checkpoint(Path(tmp) / 'teacher.pth')
+        if args.memory_only:
+            return memory_only(args.memory_only, args.recipe, ckpt, args.batch, args.device, 5)
+        runs = {v: build_variant(v, args.recipe, ckpt, args.batch, args.device)
+                for v in VARIANTS}
+        for v, run in runs.items():  # warm-up: allocator, first-call overheads, caches
+            for _ in range(2):
+                time_variant(v, *run, args.device)
+        times = {v: [] for v in VARIANTS}
+        for r in range(args.rounds):
+            for v, run in runs.items():
+                times[v].append(time_variant(v, *run, args.device))
+            print(f'round {r + 1}/{args.rounds}', file=sys.stderr, flush=True)
+        memory = {}
+        if not args.no_memory:
+            for v in ('student', 'graph'):
+                out = subprocess.run(
+                    [sys.executable, __file__, '--memory-only', v, '--teacher-ckpt', ckpt,
+                     '--recipe', args.recipe, '--batch', str(args.batch), '--device',
+                     args.device], capture_output=True, text=True, check=True).stdout
+                memory[v] = json.loads(out.strip().splitlines()[-1])['peak_mib']
+
+    floor = [s + t for s, t in zip(times['student'], times['teacher'])]
+    print(f'tiny GFL pair, batch {args.batch}, {args.device}, {torch.get_num_threads()} threads, '
+          f'{args.rounds} interleaved rounds (medians)')
+    print('| variant | step (s) | step / (student step + teacher forward) |')
+    print('|---|---|---|')
+    for v in VARIANTS:
+        med = statistics.median(times[v])
+        ratio = ('' if v in ('student', 'teacher') else
+                 f'{statistics.median([a / f for a, f in zip(times[v], floor)]):.3f}')
+        label = {'graph': f'DistillGraph ({args.recipe})',
+                 'mmrazor': 'mmrazor SingleTeacherDistill',
+                 'mmdet_ld': 'mmdet 3.3 LD (Main LD only)', 'student': 'student step',
+                 'teacher': 'teacher no-grad forward'}[v]
+        print(f'| {label} | {med:.4f} | {ratio} |')
+    print(f'| floor (student + teacher) | {statistics.median(floor):.4f} | 1.000 |')
+    if memory:
+        kind = 'peak allocated' if args.device.startswith('cuda') else 'peak RSS of the process'
+        print(f'memory ({kind}): student step {memory["student"]:.0f} MiB, '
+              f'DistillGraph {memory["graph"]:.0f} MiB '
+              f'(x{memory["graph"] / memory["student"]:.2f}, '
+              f'+{memory["graph"] - memory["student"]:.0f} MiB)')
+
+
+if __name__ == '__main__':
+    main()

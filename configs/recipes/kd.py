@@ -1,0 +1,8 @@
+# Main KD: classification KD on the student's positives (LD paper, Table 2 row "Main KD").
+# T = 2 as the published LD code; the loss is a weighted mean over the region (see README).
+edges = [
+    dict(name='main_kd',
+         loss=dict(type='KDLoss', T=2, loss_weight=0.25),
+         student=dict(tap='head', index=0), teacher=dict(tap='head', index=0),
+         region=dict(type='MainRegion', weight='score')),
+]

@@ -1,0 +1,2 @@
+# Baseline: the student alone (no teacher is loaded, no edge).
+edges = []

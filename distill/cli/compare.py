@@ -1,0 +1,278 @@
+"""Run or collect a grid of distillation runs (recipes x seeds) and tabulate COCO AP.
+
+Usage::
+
+    python tools/compare.py --student configs/tiny/gfl_s_digits.py \\
+        --teacher configs/tiny/gfl_l_digits.py --teacher-ckpt work_dirs/.../epoch_24.pth \\
+        --recipes none kd ld ld_vlr kd_ld_vlr --seeds 0 1 2 --epochs 6 \\
+        --work-root work_dirs/compare/digits [--collect-only] [--cfg-options k=v ...]
+
+Each run trains in its own process (``tools/train_distill.py``) into
+``<work-root>/<recipe>/seed<k>``; a finished run (``final_metrics.json``) is reused and an
+interrupted one resumes from its last checkpoint. The teacher is evaluated once. Writes
+``<work-root>/comparison.{md,csv,png}``: mean and sample std over seeds of AP .. APl, the
+difference to ``none`` and that difference in units of the standard deviation of a difference
+of two runs, ``sqrt(sd_recipe^2 + sd_none^2)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import json
+import math
+import os
+import os.path as osp
+import subprocess
+import sys
+import time
+
+from mmengine.config import Config
+
+from distill.cli.common import COCO_KEYS, COCO_NAMES, add_cfg_options, coco_row
+from distill.cli.train_distill import recipe_name
+from distill.compat import atomic_write
+
+TOOLS = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'tools')
+
+
+def scaled_schedule(student: str, epochs: int) -> dict:
+    """``--cfg-options`` that shorten the student's schedule to ``epochs``.
+
+    The step-decay milestones are scaled by ``epochs / max_epochs`` (rounded down) and the
+    only evaluation is the last epoch's.
+    """
+    cfg = Config.fromfile(student)
+    options = {'train_cfg.max_epochs': epochs, 'train_cfg.val_interval': epochs}
+    for i, sched in enumerate(cfg.get('param_scheduler') or []):
+        if sched.get('by_epoch', True) and 'milestones' in sched:
+            old = cfg.train_cfg.max_epochs
+            options[f'param_scheduler.{i}.milestones'] = [max(1, m * epochs // old)
+                                                         for m in sched.milestones]
+            options[f'param_scheduler.{i}.end'] = epochs
+    return options
+
+
+def last_val_metrics(work_dir: str) -> dict | None:
+    """The last validation record (``coco/*`` keys and its ``step``) logged in a work dir."""
+    best = None
+    for path in glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')):
+        with open(path) as f:
+            for line in f:
+                rec = json.loads(line)
+                if 'coco/bbox_mAP' in rec and (best is None or rec['step'] >= best['step']):
+                    best = rec
+    return best
+
+
+def run_dir(work_root: str, recipe: str, seed: int) -> str:
+    """``<work_root>/<recipe name>/seed<k>`` (a recipe file counts by its base name)."""
+    return osp.join(work_root, recipe_name(recipe), f'seed{seed}')
+
+
+def coco_zeros() -> dict:
+    """The metrics of a model without any detection (AP 0 in every column)."""
+    return {f'coco/{k}': 0.0 for k in COCO_KEYS} | {'no_detections': True}
+
+
+def _options_args(options: dict) -> list[str]:
+    return [f'{k}={json.dumps(v).replace(" ", "")}' for k, v in options.items()]
+
+
+def run_one(args, recipe: str, seed: int, options: dict) -> dict:
+    """Train one (recipe, seed) unless it has finished; returns its ``coco/*`` metrics."""
+    work_dir = run_dir(args.work_root, recipe, seed)
+    final = osp.join(work_dir, 'final_metrics.json')
+    if osp.isfile(final):
+        with open(final) as f:
+            return json.load(f)
+    os.makedirs(work_dir, exist_ok=True)
+    cmd = [sys.executable, osp.join(TOOLS, 'train_distill.py'), '--student', args.student,
+           '--recipe', recipe, '--work-dir', work_dir, '--seed', str(seed)]
+    if recipe != 'none':
+        cmd += ['--teacher', args.teacher, '--teacher-ckpt', args.teacher_ckpt]
+    if osp.isfile(osp.join(work_dir, 'last_checkpoint')):
+        cmd += ['--resume']
+    cmd += ['--cfg-options'] + _options_args(options)
+    t0 = time.time()
+    with open(osp.join(work_dir, 'train.log'), 'a') as log:
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
+    if proc.returncode:
+        raise RuntimeError(f'run {recipe} seed {seed} failed (exit {proc.returncode}); see '
+                           f'{osp.join(work_dir, "train.log")}')
+    metrics = last_val_metrics(work_dir)
+    if metrics is None:
+        # mmdet's CocoMetric logs nothing when the model made no detection at all: AP 0.
+        print(f'[compare]   {recipe} seed {seed}: no detection above score_thr on the whole '
+              f'val set; counted as AP 0', flush=True)
+        metrics = coco_zeros()
+    metrics['wall_s'] = round(time.time() - t0, 1)
+    atomic_write(json.dumps(metrics, indent=2), final)
+    return metrics
+
+
+def teacher_metrics(args, options: dict) -> dict | None:
+    if not args.teacher or not args.teacher_ckpt:
+        return None
+    out = osp.join(args.work_root, 'teacher', 'metrics.json')
+    if not osp.isfile(out):
+        os.makedirs(osp.dirname(out), exist_ok=True)
+        # the teacher is scored where the students are validated: their val_* options
+        keep = {'test_' + k[len('val_'):]: v for k, v in options.items()
+                if k.startswith(('val_dataloader.', 'val_evaluator.'))}
+        cmd = [sys.executable, osp.join(TOOLS, 'test.py'), args.teacher, args.teacher_ckpt,
+               '--work-dir', osp.dirname(out), '--out', out]
+        if keep:
+            cmd += ['--cfg-options'] + _options_args(keep)
+        with open(osp.join(osp.dirname(out), 'test.log'), 'a') as log:
+            if subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode:
+                raise RuntimeError(f'teacher evaluation failed; see {osp.dirname(out)}/test.log')
+    with open(out) as f:
+        return json.load(f)['metrics']
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    vals = [v for v in values if not math.isnan(v)]
+    if not vals:
+        return float('nan'), float('nan')
+    mean = sum(vals) / len(vals)
+    if len(vals) < 2:
+        return mean, float('nan')
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+
+
+def summarise(results: dict[str, list[dict]]) -> dict[str, dict]:
+    """Per recipe: ``n``, ``<metric>`` mean and ``<metric>_sd`` over seeds (percent)."""
+    out = {}
+    for recipe, runs in results.items():
+        rows = [coco_row(r) for r in runs]
+        summary = {'n': len(rows)}
+        for name in COCO_NAMES:
+            summary[name], summary[f'{name}_sd'] = _mean_std([r[name] for r in rows])
+        out[recipe] = summary
+    return out
+
+
+def _fmt(mean: float, sd: float) -> str:
+    if math.isnan(mean):
+        return 'n/a'
+    return f'{mean:.1f}' if math.isnan(sd) else f'{mean:.1f} ± {sd:.1f}'
+
+
+def write_tables(summary: dict, teacher: dict | None, prefix: str, title: str) -> str:
+    """Write ``prefix.md``/``.csv``/``.png``; returns the Markdown table."""
+    base = summary.get('none')
+    head = ['model', 'seeds'] + list(COCO_NAMES) + ['ΔAP vs none', 'Δ / sd']
+    lines = [f'**{title}**', '', '| ' + ' | '.join(head) + ' |',
+             '|' + '|'.join(['---'] * len(head)) + '|']
+    csv_rows = []
+    if teacher is not None:
+        row = coco_row(teacher)
+        lines.append('| teacher | 1 | ' + ' | '.join(_fmt(row[k], float('nan'))
+                                                    for k in COCO_NAMES) + ' | | |')
+        csv_rows.append(dict(model='teacher', seeds=1, **row))
+    for recipe, s in summary.items():
+        delta = z = ''
+        if base is not None and recipe != 'none':
+            d = s['AP'] - base['AP']
+            sd = math.sqrt((s['AP_sd'] ** 2 if s['n'] > 1 else 0)
+                           + (base['AP_sd'] ** 2 if base['n'] > 1 else 0))
+            delta = f'{d:+.1f}'
+            z = f'{d / sd:+.1f}' if sd > 0 else 'n/a'
+        label = 'student (none)' if recipe == 'none' else f'student + {recipe}'
+        lines.append(f'| {label} | {s["n"]} | '
+                     + ' | '.join(_fmt(s[k], s[f'{k}_sd']) for k in COCO_NAMES)
+                     + f' | {delta} | {z} |')
+        csv_rows.append(dict(model=recipe, seeds=s['n'],
+                             **{k: s[k] for k in COCO_NAMES},
+                             **{f'{k}_sd': s[f'{k}_sd'] for k in COCO_NAMES}))
+    table = '\n'.join(lines) + '\n'
+    with open(prefix + '.md', 'w') as f:
+        f.write(table)
+    fields = ['model', 'seeds'] + list(COCO_NAMES) + [f'{k}_sd' for k in COCO_NAMES]
+    with open(prefix + '.csv', 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for row in csv_rows:
+            writer.writerow({k: (f'{v:.2f}' if isinstance(v, float) else v)
+                             for k, v in row.items()})
+    _bar_chart(summary, teacher, prefix + '.png', title)
+    return table
+
+
+def _bar_chart(summary: dict, teacher: dict | None, path: str, title: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    names = list(summary)
+    means = [summary[n]['AP'] for n in names]
+    sds = [0 if math.isnan(summary[n]['AP_sd']) else summary[n]['AP_sd'] for n in names]
+    fig, ax = plt.subplots(figsize=(1.4 * len(names) + 2, 3.6), dpi=120)
+    ax.bar(names, means, yerr=sds, capsize=4, color='#4c72b0')
+    if teacher is not None:
+        ax.axhline(coco_row(teacher)['AP'], color='#c44e52', ls='--', label='teacher')
+        ax.legend(loc='lower right')
+    lo = min(means) - 3 * max(sds + [1.0])
+    ax.set_ylim(max(0.0, lo), None)
+    ax.set_ylabel('COCO AP (mean ± sd over seeds)')
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Run/collect a recipes x seeds grid.')
+    parser.add_argument('--student', required=True)
+    parser.add_argument('--teacher')
+    parser.add_argument('--teacher-ckpt')
+    parser.add_argument('--recipes', nargs='+', default=['none', 'kd', 'ld', 'ld_vlr',
+                                                          'kd_ld_vlr'])
+    parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+    parser.add_argument('--epochs', type=int,
+                        help='shorten the student schedule (milestones scaled)')
+    parser.add_argument('--work-root', required=True)
+    parser.add_argument('--title', default=None)
+    parser.add_argument('--collect-only', action='store_true',
+                        help='only tabulate finished runs (none is trained)')
+    add_cfg_options(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> str:
+    args = parse_args(argv)
+    options = scaled_schedule(args.student, args.epochs) if args.epochs else {}
+    options.update(args.cfg_options or {})
+    os.makedirs(args.work_root, exist_ok=True)
+    grid = [(r, s) for r in args.recipes for s in args.seeds]
+    results: dict[str, list[dict]] = {recipe_name(r): [] for r in args.recipes}
+    t_all = time.time()
+    for i, (recipe, seed) in enumerate(grid, 1):
+        final = osp.join(run_dir(args.work_root, recipe, seed), 'final_metrics.json')
+        if args.collect_only and not osp.isfile(final):
+            print(f'[compare] {recipe} seed {seed}: not finished, left out', flush=True)
+            continue
+        state = 'reused' if osp.isfile(final) else 'training'
+        print(f'[compare] ({i}/{len(grid)}) {recipe} seed {seed}: {state} ...', flush=True)
+        t0 = time.time()
+        metrics = run_one(args, recipe, seed, options)
+        results[recipe_name(recipe)].append(metrics)
+        print(f'[compare]   AP {100 * metrics["coco/bbox_mAP"]:.1f} '
+              f'({time.time() - t0:.0f} s; {time.time() - t_all:.0f} s so far)', flush=True)
+    results = {r: v for r, v in results.items() if v}
+    teacher = teacher_metrics(args, options)
+    title = args.title or (f'{osp.basename(args.student)} on its val split, '
+                           f'{len(args.seeds)} seed(s)'
+                           + (f', {args.epochs} epochs' if args.epochs else ''))
+    table = write_tables(summarise(results), teacher, osp.join(args.work_root, 'comparison'),
+                         title)
+    print(table, flush=True)
+    print(f'[compare] wrote {osp.join(args.work_root, "comparison")}.{{md,csv,png}} '
+          f'({time.time() - t_all:.0f} s)', flush=True)
+    return table
+
+
+if __name__ == '__main__':
+    main()

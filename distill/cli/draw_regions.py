@@ -1,0 +1,129 @@
+"""Draw a student's distillation regions (main = its positives, VLR) on a sample image.
+
+Usage::
+
+    python tools/draw_regions.py configs/tiny/gfl_s_digits.py [--checkpoint CKPT]
+        [--split val] [--index 0] [--gamma 0.25] [--out work_dirs/regions.png]
+
+One panel per FPN level: the image, its GT boxes (white), and a square of the level's stride
+on every prior of the main region (green: the student's ATSS positives) and of the valuable
+localization region (orange: LD paper Algorithm 1, positives excluded). The regions come from
+the same graph code as training (the student's own label assignment, its priors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import os.path as osp
+
+import numpy as np
+import torch
+from mmengine.dataset import pseudo_collate
+
+import distill  # noqa: F401  (compat fixes + registries)
+from distill.cli.common import base_dataset_cfg, load_config
+
+COLORS = {'main': (0.1, 0.8, 0.2), 'vlr': (1.0, 0.55, 0.0)}
+
+
+def region_masks(cfg, checkpoint: str | None, split: str, index: int, gamma: float):
+    """The image (RGB uint8), GT boxes, per-level priors/strides and the two region masks."""
+    from mmdet.registry import DATASETS
+    from mmengine.registry import init_default_scope
+
+    from distill.checkpoint import load_weights_strict
+    from distill.graph import DistillGraph
+
+    init_default_scope('mmdet')
+    loader = cfg.val_dataloader if split == 'val' else cfg.train_dataloader
+    ds_cfg = base_dataset_cfg(loader.dataset).copy()
+    if split == 'train':  # the train split without random augmentation, for a clear picture
+        ds_cfg.pipeline = [t for t in ds_cfg.pipeline if 'Random' not in t['type']]
+    dataset = DATASETS.build(ds_cfg)
+    item = dataset[index]
+    edges = [dict(name=name, loss=dict(type='LDLoss'), student=dict(tap='head', index=1),
+                  teacher=dict(tap='head', index=1), region=region)
+             for name, region in (('main', dict(type='MainRegion', weight='ones')),
+                                  ('vlr', dict(type='VLRRegion', gamma=gamma)))]
+    # Self-distillation wiring (teacher taps on the student): regions need no teacher.
+    init_default_scope('mmrazor')
+    graph = DistillGraph(architecture=dict(cfg.model, _scope_='mmdet'),
+                         teacher_taps=dict(head=dict(type='ModuleOutputs', source='bbox_head')),
+                         edges=edges)
+    init_default_scope('mmdet')
+    if checkpoint:
+        load_weights_strict(graph.architecture, checkpoint, role='student')
+    graph.eval()
+    data = graph.data_preprocessor(pseudo_collate([item]), False)
+    with torch.no_grad():
+        graph(**data, mode='loss')
+    head = graph.architecture.bbox_head
+    strides = [s[0] for s in head.prior_generator.strides]
+    sizes = [tuple(m.shape[-2:]) for m in
+             graph.student_recorders.get_recorder('head').get_record_data(data_idx=0)]
+    image = item['inputs'].permute(1, 2, 0).numpy()[..., ::-1]  # BGR -> RGB
+    gts = item['data_samples'].gt_instances.bboxes
+    gts = gts.tensor if hasattr(gts, 'tensor') else gts
+    return (np.ascontiguousarray(image), gts.numpy(), sizes, strides,
+            {k: v[0].numpy() > 0 for k, v in graph.last_regions.items()})
+
+
+def draw(image, gts, sizes, strides, masks, out: str, title: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch, Rectangle
+
+    fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 4.6), dpi=110)
+    start = 0
+    for ax, (h, w), stride in zip(np.atleast_1d(axes), sizes, strides):
+        ax.imshow(image)
+        for name in ('main', 'vlr'):
+            level = masks[name][start:start + h * w].reshape(h, w)
+            for y, x in zip(*np.nonzero(level)):
+                ax.add_patch(Rectangle((x * stride, y * stride), stride, stride, lw=0,
+                                       color=COLORS[name], alpha=0.55))
+        for x1, y1, x2, y2 in gts:
+            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec='white', lw=1.2))
+        ax.set_title(f'stride {stride}: main {int(masks["main"][start:start + h * w].sum())}, '
+                     f'VLR {int(masks["vlr"][start:start + h * w].sum())}', fontsize=9)
+        ax.set_xlim(0, image.shape[1])
+        ax.set_ylim(image.shape[0], 0)
+        ax.axis('off')
+        start += h * w
+    fig.legend(handles=[Patch(color=COLORS['main'], label='main (student positives)'),
+                        Patch(color=COLORS['vlr'], label='VLR'),
+                        Patch(fc='none', ec='black', label='GT box')],
+               loc='lower center', ncol=3, fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.95))
+    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('config', help='student config')
+    parser.add_argument('--checkpoint', help='student weights (the assignment is weight-free '
+                                             'for ATSS; needed for prediction-based assigners)')
+    parser.add_argument('--split', choices=['train', 'val'], default='val')
+    parser.add_argument('--index', type=int, default=0)
+    parser.add_argument('--gamma', type=float, default=0.25)
+    parser.add_argument('--out', default='work_dirs/regions.png')
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config)
+    image, gts, sizes, strides, masks = region_masks(cfg, args.checkpoint, args.split,
+                                                     args.index, args.gamma)
+    name = osp.splitext(osp.basename(args.config))[0]
+    draw(image, gts, sizes, strides, masks, args.out,
+         f'{name}: distillation regions of {args.split} image {args.index} '
+         f'(gamma = {args.gamma})')
+    print(f'wrote {args.out}: main {int(masks["main"].sum())} priors, '
+          f'VLR {int(masks["vlr"].sum())} priors, {len(gts)} GT boxes')
+    return masks
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,251 @@
+"""DistillGraph: the one mmrazor algorithm behind every run (baseline, KD/LD, self-distillation).
+
+Nodes: the student (``architecture``) and optionally a teacher detector. Taps: mmrazor recorders
+on either model (head outputs, label assignment). Edges: ``loss(student tap, teacher tap)`` on
+a region of the student's priors, normalised by the region's total weight over the batch and
+all GPUs. Without a teacher and without edges the graph is the plain student; with teacher taps
+but no teacher they are hooked on the student itself (self-distillation).
+
+The teacher runs only ``extract_feat`` and its head's ``forward``, in eval mode under
+``no_grad``: no teacher loss and no teacher label assignment (mmrazor's ``SingleTeacherDistill``
+runs both and discards them). It is held outside the module tree: it is not in the optimizer,
+not in checkpoints (it is reloaded from ``teacher_ckpt``), not wrapped by DDP, and not touched
+by ``init_weights``.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from mmdet.utils import reduce_mean
+from mmrazor.models.algorithms.base import BaseAlgorithm
+from mmrazor.models.task_modules.recorder import RecorderManager
+from mmrazor.registry import MODELS, TASK_UTILS
+from torch import Tensor, nn
+
+from distill.checkpoint import load_weights_strict
+from distill.graph.pair_check import check_pair
+from distill.regions.base import RegionContext, flatten_levels
+
+#: Taps every recipe may use: the head's outputs (``index`` 0: class logits, 1: box logits)
+#: and its label assignment (``get_targets``; ``index`` 1: labels per level).
+DEFAULT_STUDENT_TAPS = dict(
+    head=dict(type='ModuleOutputs', source='bbox_head'),
+    assign=dict(type='ModuleMethodOutputs', source='bbox_head.get_targets'))
+DEFAULT_TEACHER_TAPS = dict(head=dict(type='ModuleOutputs', source='bbox_head'))
+#: Where the regions find the student's class logits and assigned labels.
+DEFAULT_CONTEXT = dict(cls=dict(tap='head', index=0), labels=dict(tap='assign', index=1))
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or infinite; the message names the edge."""
+
+
+def _build(cfg, registry):
+    return registry.build(copy.deepcopy(cfg)) if isinstance(cfg, dict) else cfg
+
+
+def _record(manager: RecorderManager, spec: dict):
+    data = manager.get_recorder(spec['tap']).get_record_data(
+        record_idx=spec.get('record', 0), data_idx=spec.get('index'))
+    return data
+
+
+@MODELS.register_module()
+class DistillGraph(BaseAlgorithm):
+    """A teacher-student graph (an mmrazor algorithm).
+
+    Args:
+        architecture (dict | BaseModel): The student detector (config with ``_scope_='mmdet'``).
+        teacher (dict | nn.Module, optional): The teacher detector; None: baseline or
+            self-distillation.
+        teacher_ckpt (str, optional): Teacher weights (path or URL); required with a teacher.
+        edges (list[dict]): Each ``dict(name, loss, student, teacher, region[, normalize])``:
+            ``loss`` a
+            registered loss (e.g. ``dict(type='LDLoss', T=10, loss_weight=1)``), ``student`` /
+            ``teacher`` a tap reference ``dict(tap='head', index=1)``, ``region`` a registered
+            region (``MainRegion``, ``VLRRegion``, ``GTBoxRegion``, ``AllRegion``);
+            ``normalize`` ``'weight'`` (default: divide by the region's total weight) or
+            ``'count'`` (by its number of priors).
+        student_taps (dict, optional): mmrazor recorder configs on the student (default:
+            :data:`DEFAULT_STUDENT_TAPS`).
+        teacher_taps (dict, optional): Recorder configs on the teacher (default:
+            :data:`DEFAULT_TEACHER_TAPS` when there is a teacher); hooked on the student when
+            ``teacher`` is None (self-distillation).
+        context (dict, optional): Tap references of the student's class logits (``cls``) and
+            assigned labels (``labels``) used by the regions (default: :data:`DEFAULT_CONTEXT`).
+        anchor_free_scale (float): Side of the preset square anchor, in strides, that stands in
+            for priors when the student is anchor-free (LD paper, VLR).
+        pair_names (tuple[str, str]): How errors name the student and the teacher (config files).
+        data_preprocessor (dict, optional): Default: the student's.
+        init_cfg (dict, optional): mmengine init config.
+    """
+
+    def __init__(self, architecture, teacher=None, teacher_ckpt: str | None = None,
+                 edges: list | tuple = (), student_taps: dict | None = None,
+                 teacher_taps: dict | None = None, context: dict | None = None,
+                 anchor_free_scale: float = 8.0,
+                 pair_names: tuple[str, str] = ('student', 'teacher'),
+                 data_preprocessor=None, init_cfg=None):
+        super().__init__(architecture, data_preprocessor, init_cfg)
+        self.teacher_ckpt = teacher_ckpt
+        if teacher is not None:
+            teacher = _build(teacher, MODELS)
+            check_pair(self.architecture, teacher, *pair_names)
+            if teacher_ckpt is None:
+                raise ValueError(f'a teacher ({pair_names[1]}) needs teacher_ckpt: a randomly '
+                                 f'initialised teacher teaches nothing')
+            load_weights_strict(teacher, teacher_ckpt, role='teacher')
+            teacher.eval()
+            teacher.requires_grad_(False)
+        # Held outside the module tree on purpose (see the module docstring); _apply moves it.
+        object.__setattr__(self, '_teacher', teacher)
+
+        self.edge_cfgs = [dict(e) for e in edges]
+        names = [e.get('name') for e in self.edge_cfgs]
+        for e in self.edge_cfgs:
+            if e.get('normalize', 'weight') not in ('weight', 'count'):
+                raise ValueError(f"edge {e.get('name')!r}: normalize must be 'weight' or "
+                                 f"'count', got {e['normalize']!r}")
+        if None in names or len(set(names)) != len(names):
+            raise ValueError(f'every edge needs a unique name, got {names}')
+        self.edge_losses = nn.ModuleDict(
+            {e['name']: _build(e['loss'], MODELS) for e in self.edge_cfgs})
+        self.regions = {e['name']: _build(e['region'], TASK_UTILS) for e in self.edge_cfgs}
+
+        student_taps = DEFAULT_STUDENT_TAPS if student_taps is None else student_taps
+        if teacher_taps is None:
+            teacher_taps = DEFAULT_TEACHER_TAPS if (teacher is not None or edges) else {}
+        self.self_distill = teacher is None and bool(teacher_taps)
+        self.context_cfg = dict(DEFAULT_CONTEXT, **(context or {}))
+        self.anchor_free_scale = anchor_free_scale
+        self.student_recorders = RecorderManager(student_taps if edges else {})
+        self.teacher_recorders = RecorderManager(teacher_taps if edges else {})
+        self.student_recorders.initialize(self.architecture)
+        self.teacher_recorders.initialize(teacher if teacher is not None else self.architecture)
+        self._prior_cache: dict = {}
+        #: The region weights (detached, ``Tensor[B, N]``) of the last step, per edge name: for
+        #: inspection and drawing (``tools/draw_regions.py``).
+        self.last_regions: dict[str, Tensor] = {}
+
+    # ----------------------------------------------------------------- the hidden teacher
+    @property
+    def teacher(self) -> nn.Module | None:
+        """The teacher detector (None for a baseline or self-distillation)."""
+        return self._teacher
+
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        if self._teacher is not None:
+            self._teacher._apply(fn, *args, **kwargs)
+        self._prior_cache = {}
+        return self
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self._teacher is not None:
+            self._teacher.eval()  # BN statistics and dropout of the teacher stay fixed
+        return self
+
+    # ----------------------------------------------------------------------- the step
+    def loss(self, inputs: Tensor, data_samples=None) -> dict:
+        """Student losses (mmdet's names) plus one ``loss_<edge name>`` per edge."""
+        if not self.edge_cfgs:
+            losses = self.architecture(inputs, data_samples, mode='loss')
+            self._check_finite(losses)
+            return losses
+        if self._teacher is not None:
+            with self.teacher_recorders, torch.no_grad():
+                self._teacher.bbox_head(self._teacher.extract_feat(inputs))
+        with self.student_recorders:
+            if self.self_distill:
+                with self.teacher_recorders:
+                    losses = self.architecture(inputs, data_samples, mode='loss')
+            else:
+                losses = self.architecture(inputs, data_samples, mode='loss')
+            losses.update(self._edge_losses(data_samples))
+        self._check_finite(losses)
+        return losses
+
+    def _edge_losses(self, data_samples) -> dict:
+        cls_maps = _record(self.student_recorders, self.context_cfg['cls'])
+        labels = torch.cat(_record(self.student_recorders, self.context_cfg['labels']), dim=1)
+        head = self.architecture.bbox_head
+        ctx = RegionContext(
+            priors=self._priors(cls_maps),
+            gt_bboxes=[s.gt_instances.bboxes for s in data_samples],
+            pos_mask=(labels >= 0) & (labels < head.num_classes),
+            student_cls=flatten_levels(cls_maps).detach())
+        flat: dict = {}
+
+        def tap(manager, spec, detach):
+            key = (id(manager), spec['tap'], spec.get('index'), spec.get('record', 0))
+            if key not in flat:
+                value = flatten_levels(_record(manager, spec))
+                flat[key] = value.detach() if detach else value
+            return flat[key]
+
+        out = {}
+        for edge in self.edge_cfgs:
+            name = edge['name']
+            s = tap(self.student_recorders, edge['student'], False)
+            t = tap(self.teacher_recorders, edge['teacher'], True)
+            if s.shape != t.shape:
+                raise ValueError(f'edge {name!r}: student tap {edge["student"]} has shape '
+                                 f'{tuple(s.shape)}, teacher tap {edge["teacher"]} '
+                                 f'{tuple(t.shape)}')
+            weight = self._region(ctx, edge['region'], name)
+            self.last_regions[name] = weight.detach()
+            keep = weight > 0
+            w = weight[keep]
+            # Normaliser over the batch and all GPUs: the region's total weight ('weight', a
+            # weighted mean, as GFL normalises its box losses) or its number of priors
+            # ('count': the weights then also scale the loss, e.g. the student's confidence).
+            # Either way the loss does not grow with the batch size or the GPU count (the
+            # published LD code's bug). DDP averages gradients over ranks; reduce_mean makes
+            # each rank's denominator the global one over the world size, as mmdet does.
+            norm = w.sum() if edge.get('normalize', 'weight') == 'weight' else w.new_tensor(
+                float(w.numel()))
+            avg = reduce_mean(norm.detach()).clamp(min=1.0)
+            out[f'loss_{name}'] = self.edge_losses[name](s[keep], t[keep], weight=w,
+                                                         avg_factor=avg)
+        return out
+
+    def _region(self, ctx: RegionContext, cfg, name: str) -> Tensor:
+        key = ('region', repr(cfg))
+        if key not in ctx.cache:
+            ctx.cache[key] = self.regions[name](ctx)
+        return ctx.cache[key]
+
+    def _priors(self, cls_maps) -> list[Tensor]:
+        """The student's priors per level; preset squares for anchor-free heads (LD paper)."""
+        sizes = tuple(tuple(m.shape[-2:]) for m in cls_maps)
+        device = cls_maps[0].device
+        key = (sizes, str(device))
+        if key not in self._prior_cache:
+            gen = self.architecture.bbox_head.prior_generator
+            priors = gen.grid_priors(sizes, device=device)
+            if priors[0].shape[-1] == 2:  # points: anchor-free head
+                priors = [torch.cat([p - self.anchor_free_scale * s[0] / 2,
+                                     p + self.anchor_free_scale * s[0] / 2], dim=-1)
+                          for p, s in zip(priors, gen.strides)]
+            self._prior_cache[key] = priors
+        return self._prior_cache[key]
+
+    def _check_finite(self, losses: dict) -> None:
+        values = [v for k, v in losses.items() if 'loss' in k for v in
+                  (v if isinstance(v, (list, tuple)) else [v])]
+        if values and torch.isfinite(torch.stack([v.detach().sum() for v in values])).all():
+            return
+        bad = {}
+        for k, v in losses.items():
+            total = sum(x.detach().sum() for x in (v if isinstance(v, (list, tuple)) else [v]))
+            if 'loss' in k and not torch.isfinite(total):
+                bad[k] = float(total)
+        edges = [k[len('loss_'):] for k in bad if k[len('loss_'):] in self.edge_losses]
+        what = (f'distill edge(s) {edges}' if edges else f'student loss(es) {sorted(bad)}')
+        raise NonFiniteLossError(
+            f'{what} became non-finite ({bad}); training stops here so that no checkpoint '
+            f'with broken weights is written (the last checkpoint in the work dir is intact). '
+            f'Teacher checkpoint: {self.teacher_ckpt!r}.')

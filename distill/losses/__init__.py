@@ -1,0 +1,11 @@
+"""Distillation losses: pure functions plus thin registered modules (mmrazor ``MODELS``).
+
+Each function takes already-selected student and teacher rows, a per-row ``weight`` and an
+``avg_factor`` and never reads hook dictionaries; the graph (:mod:`distill.graph`) decides
+which rows (the region) and the normaliser.
+"""
+
+from .kd import KDLoss, kd_loss
+from .ld import LDLoss, ld_loss
+
+__all__ = ['KDLoss', 'LDLoss', 'kd_loss', 'ld_loss']

@@ -1,0 +1,14 @@
+"""Distillation regions: weight masks over the student's flattened anchors.
+
+A region maps a :class:`RegionContext` (the student's priors, the GT boxes, the student's
+label assignment and class logits of one batch) to a ``Tensor[B, N]`` of non-negative
+weights; zero means "not in the region". Regions are registered in mmrazor's ``TASK_UTILS``
+and can be built in plain Python.
+"""
+
+from .base import RegionContext, flatten_levels
+from .simple import AllRegion, GTBoxRegion, MainRegion
+from .vlr import VLRRegion, atss_thresholds, diou_matrix, iou_and_diou, vlr_mask
+
+__all__ = ['AllRegion', 'GTBoxRegion', 'MainRegion', 'RegionContext', 'VLRRegion',
+           'atss_thresholds', 'diou_matrix', 'flatten_levels', 'iou_and_diou', 'vlr_mask']

@@ -1,0 +1,81 @@
+"""What a region needs to know about one batch, and the level-flattening convention."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+
+def flatten_levels(maps: list[Tensor] | tuple[Tensor, ...]) -> Tensor:
+    """Flatten per-level head maps into one row per prior, in mmdet's prior order.
+
+    Args:
+        maps (list[Tensor[B, K, H_l, W_l]]): One map per FPN level.
+
+    Returns:
+        Tensor[B, N, K]: ``N = sum_l H_l * W_l`` rows, level-major then row-major (the order
+        of mmdet's ``grid_priors`` and label assignment targets, one prior per location).
+    """
+    return torch.cat([m.permute(0, 2, 3, 1).reshape(m.shape[0], -1, m.shape[1])
+                      for m in maps], dim=1)
+
+
+@dataclass
+class RegionContext:
+    """The inputs of the regions for one batch.
+
+    Attributes:
+        priors (list[Tensor[N_l, 4]]): The student's prior boxes (x1, y1, x2, y2) per level;
+            for anchor-free heads the preset square anchors built by the graph.
+        gt_bboxes (list[Tensor[G_i, 4]]): GT boxes of each image (ignored regions excluded).
+        pos_mask (Tensor[B, N] | None): The student's assigned positives (main region).
+        student_cls (Tensor[B, N, C] | None): The student's class logits (detached).
+        cache (dict): Per-batch memo, so a region used by two edges is computed once.
+    """
+
+    priors: list[Tensor]
+    gt_bboxes: list[Tensor]
+    pos_mask: Tensor | None = None
+    student_cls: Tensor | None = None
+    cache: dict = field(default_factory=dict)
+
+    @property
+    def num_level_priors(self) -> list[int]:
+        return [len(p) for p in self.priors]
+
+    @property
+    def flat_priors(self) -> Tensor:
+        """Tensor[N, 4]: the priors of all levels."""
+        if 'flat_priors' not in self.cache:
+            self.cache['flat_priors'] = torch.cat(self.priors, dim=0)
+        return self.cache['flat_priors']
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.gt_bboxes)
+
+    def padded_gts(self) -> tuple[Tensor, Tensor]:
+        """GT boxes padded to the largest count.
+
+        Returns:
+            tuple: ``boxes (Tensor[B, G, 4])`` (padding: zeros) and ``valid (Tensor[B, G])``.
+        """
+        if 'padded_gts' not in self.cache:
+            priors = self.flat_priors
+            g = max([len(b) for b in self.gt_bboxes] + [0])
+            boxes = priors.new_zeros(self.batch_size, g, 4)
+            valid = torch.zeros(self.batch_size, g, dtype=torch.bool, device=priors.device)
+            for i, b in enumerate(self.gt_bboxes):
+                boxes[i, :len(b)] = b.to(priors)
+                valid[i, :len(b)] = True
+            self.cache['padded_gts'] = (boxes, valid)
+        return self.cache['padded_gts']
+
+    def require(self, name: str, region: str):
+        value = getattr(self, name)
+        if value is None:
+            raise ValueError(f'region {region} needs {name!r}, which this graph does not '
+                             f'record (add the student tap that provides it)')
+        return value

@@ -1,0 +1,156 @@
+"""Valuable localization region (LD paper, Sec. 3.3, Algorithm 1), vectorised over the batch.
+
+For every GT j: ``alpha_pos(j)`` is the positive threshold of the ATSS label assignment (mean
++ std of the IoUs of its ``topk``-closest priors per level), and the VLR is the set of priors
+``i`` with ``gamma * alpha_pos(j) <= DIoU(prior_i, gt_j) <= alpha_pos(j)``, minus the main
+region (the positives). Everything is a tensor op over ``[B, N, G]`` (GT lists padded), on
+the tensors' device: no Python loop over GTs or priors.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from distill.regions.base import RegionContext
+
+
+def iou_and_diou(priors: Tensor, gts: Tensor) -> tuple[Tensor, Tensor]:
+    """IoU and DIoU (Zheng et al., AAAI 2020) between every prior and every GT.
+
+    Args:
+        priors (Tensor[N, 4]): Boxes (x1, y1, x2, y2).
+        gts (Tensor[B, G, 4]): GT boxes of each image.
+
+    Returns:
+        tuple: ``iou (Tensor[B, N, G])`` and ``diou (Tensor[B, N, G])`` =
+        IoU - (centre distance)^2 / (diagonal of the smallest enclosing box)^2.
+    """
+    p = priors[None, :, None, :]
+    g = gts[:, None, :, :]
+    eps = torch.finfo(priors.dtype).eps
+    wh = (torch.min(p[..., 2:], g[..., 2:]) - torch.max(p[..., :2], g[..., :2])).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    area_p = (p[..., 2] - p[..., 0]) * (p[..., 3] - p[..., 1])
+    area_g = (g[..., 2] - g[..., 0]) * (g[..., 3] - g[..., 1])
+    iou = inter / (area_p + area_g - inter).clamp(min=eps)
+    centre = ((p[..., :2] + p[..., 2:]) - (g[..., :2] + g[..., 2:])) / 2
+    enclose = torch.max(p[..., 2:], g[..., 2:]) - torch.min(p[..., :2], g[..., :2])
+    diou = iou - centre.pow(2).sum(-1) / enclose.pow(2).sum(-1).clamp(min=eps)
+    return iou, diou
+
+
+def diou_matrix(priors: Tensor, gts: Tensor) -> Tensor:
+    """Tensor[B, N, G]: DIoU between priors ``[N, 4]`` and GTs ``[B, G, 4]``."""
+    return iou_and_diou(priors, gts)[1]
+
+
+def atss_thresholds(priors: Tensor, num_level_priors: list[int], gts: Tensor, iou: Tensor,
+                    topk: int = 9) -> Tensor:
+    """ATSS's adaptive positive IoU threshold of every GT (Zhang et al., CVPR 2020).
+
+    Candidates: on each level the ``min(topk, N_l)`` priors whose centres are closest to the
+    GT centre; threshold: mean + std (unbiased, as mmdet's ``ATSSAssigner``) of their IoUs.
+
+    Args:
+        priors (Tensor[N, 4]): Priors of all levels, level-major.
+        num_level_priors (list[int]): ``N_l`` of each level.
+        gts (Tensor[B, G, 4]): GT boxes.
+        iou (Tensor[B, N, G]): IoU of every prior with every GT.
+        topk (int): Candidates per level.
+
+    Returns:
+        Tensor[B, G]: ``alpha_pos`` of each GT.
+    """
+    pc = (priors[:, :2] + priors[:, 2:]) / 2
+    gc = (gts[..., :2] + gts[..., 2:]) / 2
+    dist = (pc[None, :, None, :] - gc[:, None, :, :]).pow(2).sum(-1)  # [B, N, G], squared
+    cand = []
+    start = 0
+    for n in num_level_priors:  # a loop over the (3-5) levels only
+        k = min(topk, n)
+        idx = dist[:, start:start + n].topk(k, dim=1, largest=False).indices
+        cand.append(torch.gather(iou[:, start:start + n], 1, idx))
+        start += n
+    cand = torch.cat(cand, dim=1)  # [B, K, G]
+    return cand.mean(1) + cand.std(1)
+
+
+def vlr_mask(priors: Tensor, num_level_priors: list[int], gts: Tensor, valid: Tensor,
+             gamma: float = 0.25, topk: int = 9, pos_mask: Tensor | None = None
+             ) -> tuple[Tensor, Tensor]:
+    """Algorithm 1 of the LD paper for a batch.
+
+    Args:
+        priors (Tensor[N, 4]): Prior boxes of all levels.
+        num_level_priors (list[int]): Priors per level.
+        gts (Tensor[B, G, 4]): GT boxes (padded).
+        valid (Tensor[B, G]): Which GT entries are real.
+        gamma (float): Lower bound factor, ``alpha_vl = gamma * alpha_pos`` (paper: 0.25).
+        topk (int): ATSS candidates per level (for ``alpha_pos``).
+        pos_mask (Tensor[B, N], optional): The main region, excluded from the VLR.
+
+    Returns:
+        tuple: ``mask (Tensor[B, N] bool)`` and ``iou (Tensor[B, N])``: the largest IoU with a
+        GT whose band contains the prior (0 outside the VLR; the published code's weight).
+    """
+    b, n = gts.shape[0], priors.shape[0]
+    if gts.shape[1] == 0:
+        empty = torch.zeros(b, n, dtype=torch.bool, device=priors.device)
+        return empty, priors.new_zeros(b, n)
+    iou, diou = iou_and_diou(priors, gts)
+    alpha = atss_thresholds(priors, num_level_priors, gts, iou, topk)[:, None, :]  # [B, 1, G]
+    band = (diou >= gamma * alpha) & (diou <= alpha) & valid[:, None, :]
+    mask = band.any(-1)
+    if pos_mask is not None:
+        mask = mask & ~pos_mask.bool()
+    best_iou = (iou * band).amax(-1) * mask
+    return mask, best_iou
+
+
+class VLRRegion:
+    """The valuable localization region (Algorithm 1).
+
+    Args:
+        gamma (float): ``alpha_vl = gamma * alpha_pos`` (paper: 0.25).
+        topk (int): ATSS candidates per level, as the student's assigner (9).
+        weight (str): ``'ones'`` (the paper's indicator), ``'iou'`` (the published code
+            weights each VLR prior by its IoU with the GT) or ``'score'`` (the student's
+            detached max class probability, as :class:`MainRegion`: LD "follows the bbox
+            regression" weighting, paper Sec. 3.4).
+        exclude_positives (bool): Leave out the main region (positives), as the paper.
+    """
+
+    def __init__(self, gamma: float = 0.25, topk: int = 9, weight: str = 'ones',
+                 exclude_positives: bool = True):
+        if not 0 <= gamma <= 1:
+            raise ValueError(f'VLRRegion gamma must be in [0, 1], got {gamma}')
+        if weight not in ('ones', 'iou', 'score'):
+            raise ValueError(f"VLRRegion weight must be 'ones', 'iou' or 'score', got {weight!r}")
+        self.gamma, self.topk, self.weight = gamma, topk, weight
+        self.exclude_positives = exclude_positives
+
+    def __call__(self, ctx: RegionContext) -> Tensor:
+        """Tensor[B, N] weights."""
+        gts, valid = ctx.padded_gts()
+        pos = ctx.require('pos_mask', 'VLRRegion') if self.exclude_positives else None
+        mask, iou = vlr_mask(ctx.flat_priors, ctx.num_level_priors, gts, valid,
+                             self.gamma, self.topk, pos)
+        if self.weight == 'iou':
+            return iou
+        if self.weight == 'score':
+            cls = ctx.require('student_cls', 'VLRRegion')
+            return mask * cls.detach().sigmoid().max(dim=-1).values
+        return mask.to(iou.dtype)
+
+    def __repr__(self) -> str:
+        return (f'VLRRegion(gamma={self.gamma}, topk={self.topk}, weight={self.weight!r}, '
+                f'exclude_positives={self.exclude_positives})')
+
+
+def _register():
+    from mmrazor.registry import TASK_UTILS
+    TASK_UTILS.register_module(module=VLRRegion)
+
+
+_register()

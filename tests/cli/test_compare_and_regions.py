@@ -1,0 +1,48 @@
+"""compare.py's statistics by hand; draw_regions draws the graph's own regions."""
+
+import csv
+import math
+
+import pytest
+
+from distill.cli import compare, draw_regions
+
+
+def _metrics(ap):
+    return {'coco/bbox_mAP': ap, 'coco/bbox_mAP_50': ap + 0.1, 'coco/bbox_mAP_75': ap,
+            'coco/bbox_mAP_s': ap, 'coco/bbox_mAP_m': ap, 'coco/bbox_mAP_l': -1.0}
+
+
+def test_summary_mean_sd_and_difference_in_sd_units(tmp_path):
+    results = {'none': [_metrics(a) for a in (0.10, 0.12, 0.14)],
+               'ld': [_metrics(a) for a in (0.15, 0.16, 0.17)]}
+    summary = compare.summarise(results)
+    assert summary['none']['AP'] == pytest.approx(12.0)
+    assert summary['none']['AP_sd'] == pytest.approx(2.0)  # sample sd of 10, 12, 14
+    assert summary['ld']['AP_sd'] == pytest.approx(1.0)
+    assert math.isnan(summary['ld']['APl'])  # pycocotools' -1: no large objects
+    table = compare.write_tables(summary, _metrics(0.3), str(tmp_path / 'c'), 'title')
+    ld_row = [r for r in table.splitlines() if r.startswith('| student + ld')][0]
+    cells = [c.strip() for c in ld_row.strip('|').split('|')]
+    assert cells[2] == '16.0 ± 1.0' and cells[7] == 'n/a'
+    assert cells[8] == '+4.0' and cells[9] == f'{4 / math.sqrt(5):+.1f}'  # 4 / sqrt(2^2 + 1^2)
+    rows = list(csv.DictReader(open(tmp_path / 'c.csv')))
+    assert [r['model'] for r in rows] == ['teacher', 'none', 'ld']
+    assert float(rows[2]['AP']) == pytest.approx(16.0) and rows[2]['seeds'] == '3'
+    assert (tmp_path / 'c.png').stat().st_size > 0
+
+
+def test_scaled_schedule(repo):
+    opts = compare.scaled_schedule(str(repo / 'configs/tiny/gfl_s_digits.py'), 6)
+    assert opts['train_cfg.max_epochs'] == 6 and opts['train_cfg.val_interval'] == 6
+    assert opts['param_scheduler.1.milestones'] == [4, 5]  # 16 and 22 of 24, scaled
+
+
+def test_draw_regions_matches_the_graph(tmp_path, repo):
+    out = tmp_path / 'regions.png'
+    masks = draw_regions.main([str(repo / 'configs/tiny/gfl_s_digits.py'), '--index', '3',
+                               '--out', str(out)])
+    assert out.stat().st_size > 0
+    main, vlr = masks['main'], masks['vlr']
+    assert main.sum() > 0 and vlr.sum() > 0
+    assert not (main & vlr).any()  # the VLR excludes the positives

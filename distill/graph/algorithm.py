@@ -19,6 +19,7 @@ import copy
 
 import torch
 from mmdet.utils import reduce_mean
+from mmengine.registry import DefaultScope
 from mmrazor.models.algorithms.base import BaseAlgorithm
 from mmrazor.models.task_modules.recorder import RecorderManager
 from mmrazor.registry import MODELS, TASK_UTILS
@@ -40,6 +41,13 @@ DEFAULT_CONTEXT = dict(cls=dict(tap='head', index=0), labels=dict(tap='assign', 
 
 class NonFiniteLossError(FloatingPointError):
     """A loss became NaN or infinite; the message names the edge."""
+
+
+def _in_scope(cfg, scope: str):
+    """``cfg`` with ``_scope_`` defaulting to ``scope`` (dicts only; modules pass through)."""
+    if isinstance(cfg, dict) and '_scope_' not in cfg and '.' not in str(cfg.get('type', '')):
+        cfg = dict(cfg, _scope_=scope)
+    return cfg
 
 
 def _build(cfg, registry):
@@ -88,46 +96,51 @@ class DistillGraph(BaseAlgorithm):
                  anchor_free_scale: float = 8.0,
                  pair_names: tuple[str, str] = ('student', 'teacher'),
                  data_preprocessor=None, init_cfg=None):
-        super().__init__(architecture, data_preprocessor, init_cfg)
-        self.teacher_ckpt = teacher_ckpt
-        if teacher is not None:
-            teacher = _build(teacher, MODELS)
-            check_pair(self.architecture, teacher, *pair_names)
-            if teacher_ckpt is None:
-                raise ValueError(f'a teacher ({pair_names[1]}) needs teacher_ckpt: a randomly '
-                                 f'initialised teacher teaches nothing')
-            load_weights_strict(teacher, teacher_ckpt, role='teacher')
-            teacher.eval()
-            teacher.requires_grad_(False)
-        # Held outside the module tree on purpose (see the module docstring); _apply moves it.
-        object.__setattr__(self, '_teacher', teacher)
+        # Built the same whatever default scope the caller left current (plain Python,
+        # an mmdet runner, tests): our losses, regions and recorders live in mmrazor's
+        # registries, the detectors in mmdet's.
+        with DefaultScope.overwrite_default_scope('mmrazor'):
+            super().__init__(_in_scope(architecture, 'mmdet'),
+                             _in_scope(data_preprocessor, 'mmdet'), init_cfg)
+            self.teacher_ckpt = teacher_ckpt
+            if teacher is not None:
+                teacher = _build(_in_scope(teacher, 'mmdet'), MODELS)
+                check_pair(self.architecture, teacher, *pair_names)
+                if teacher_ckpt is None:
+                    raise ValueError(f'a teacher ({pair_names[1]}) needs teacher_ckpt: a randomly '
+                                     f'initialised teacher teaches nothing')
+                load_weights_strict(teacher, teacher_ckpt, role='teacher')
+                teacher.eval()
+                teacher.requires_grad_(False)
+            # Held outside the module tree on purpose (see the module docstring); _apply moves it.
+            object.__setattr__(self, '_teacher', teacher)
 
-        self.edge_cfgs = [dict(e) for e in edges]
-        names = [e.get('name') for e in self.edge_cfgs]
-        for e in self.edge_cfgs:
-            if e.get('normalize', 'weight') not in ('weight', 'count'):
-                raise ValueError(f"edge {e.get('name')!r}: normalize must be 'weight' or "
-                                 f"'count', got {e['normalize']!r}")
-        if None in names or len(set(names)) != len(names):
-            raise ValueError(f'every edge needs a unique name, got {names}')
-        self.edge_losses = nn.ModuleDict(
-            {e['name']: _build(e['loss'], MODELS) for e in self.edge_cfgs})
-        self.regions = {e['name']: _build(e['region'], TASK_UTILS) for e in self.edge_cfgs}
+            self.edge_cfgs = [dict(e) for e in edges]
+            names = [e.get('name') for e in self.edge_cfgs]
+            for e in self.edge_cfgs:
+                if e.get('normalize', 'weight') not in ('weight', 'count'):
+                    raise ValueError(f"edge {e.get('name')!r}: normalize must be 'weight' or "
+                                     f"'count', got {e['normalize']!r}")
+            if None in names or len(set(names)) != len(names):
+                raise ValueError(f'every edge needs a unique name, got {names}')
+            self.edge_losses = nn.ModuleDict(
+                {e['name']: _build(e['loss'], MODELS) for e in self.edge_cfgs})
+            self.regions = {e['name']: _build(e['region'], TASK_UTILS) for e in self.edge_cfgs}
 
-        student_taps = DEFAULT_STUDENT_TAPS if student_taps is None else student_taps
-        if teacher_taps is None:
-            teacher_taps = DEFAULT_TEACHER_TAPS if (teacher is not None or edges) else {}
-        self.self_distill = teacher is None and bool(teacher_taps)
-        self.context_cfg = dict(DEFAULT_CONTEXT, **(context or {}))
-        self.anchor_free_scale = anchor_free_scale
-        self.student_recorders = RecorderManager(student_taps if edges else {})
-        self.teacher_recorders = RecorderManager(teacher_taps if edges else {})
-        self.student_recorders.initialize(self.architecture)
-        self.teacher_recorders.initialize(teacher if teacher is not None else self.architecture)
-        self._prior_cache: dict = {}
-        #: The region weights (detached, ``Tensor[B, N]``) of the last step, per edge name: for
-        #: inspection and drawing (``tools/draw_regions.py``).
-        self.last_regions: dict[str, Tensor] = {}
+            student_taps = DEFAULT_STUDENT_TAPS if student_taps is None else student_taps
+            if teacher_taps is None:
+                teacher_taps = DEFAULT_TEACHER_TAPS if (teacher is not None or edges) else {}
+            self.self_distill = teacher is None and bool(teacher_taps)
+            self.context_cfg = dict(DEFAULT_CONTEXT, **(context or {}))
+            self.anchor_free_scale = anchor_free_scale
+            self.student_recorders = RecorderManager(student_taps if edges else {})
+            self.teacher_recorders = RecorderManager(teacher_taps if edges else {})
+            self.student_recorders.initialize(self.architecture)
+            self.teacher_recorders.initialize(teacher if teacher is not None else self.architecture)
+            self._prior_cache: dict = {}
+            #: The region weights (detached, ``Tensor[B, N]``) of the last step, per edge name: for
+            #: inspection and drawing (``tools/draw_regions.py``).
+            self.last_regions: dict[str, Tensor] = {}
 
     # ----------------------------------------------------------------- the hidden teacher
     @property

@@ -117,14 +117,13 @@ def test_self_distillation_taps_the_student_itself(repo):
     """No teacher: teacher taps are hooked on the student. Student vs its own (detached)
     head outputs gives a zero loss and a zero gradient: the wiring, not a method."""
     cfg = build_distill_config(str(repo / STUDENT), 'none')
-    init_default_scope('mmrazor')
+    init_default_scope('mmdet')  # plain Python under mmdet's scope: the graph still builds
     graph = DistillGraph(
         architecture=cfg.model.architecture,
         teacher_taps=dict(head=dict(type='ModuleOutputs', source='bbox_head')),
         edges=[dict(name='self_ld', loss=dict(type='LDLoss', T=10),
                     student=dict(tap='head', index=1), teacher=dict(tap='head', index=1),
                     region=dict(type='MainRegion'))])
-    init_default_scope('mmdet')
     assert graph.teacher is None and graph.self_distill
     _, dataset, _ = build_train_parts(cfg, 2)
     data = graph.data_preprocessor(pseudo_collate([dataset[0], dataset[1]]), True)

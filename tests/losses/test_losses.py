@@ -99,7 +99,8 @@ def test_gradients_reach_the_student_only_and_gradcheck(module):
 def test_loss_weight_scales_and_modules_build_from_the_registry():
     from mmrazor.registry import MODELS
     s, t = torch.randn(4, 68), torch.randn(4, 68)
-    built = MODELS.build(dict(type='LDLoss', T=10, loss_weight=0.25))
+    # mmrazor's registry, whatever default scope earlier tests left current
+    built = MODELS.build(dict(type='LDLoss', T=10, loss_weight=0.25, _scope_='mmrazor'))
     assert isinstance(built, LDLoss)
     assert built(s, t).item() == pytest.approx(0.25 * ld_loss(s, t, T=10).item(), rel=1e-6)
     with pytest.raises(ValueError, match='shape'):

@@ -50,6 +50,7 @@ setup(
         'distill-export-student=distill.cli.export_student:main',
         'distill-compare=distill.cli.compare:main',
         'distill-draw-regions=distill.cli.draw_regions:main',
+        'distill-localization-gap=distill.cli.localization_gap:main',
     ]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,

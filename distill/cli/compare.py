@@ -225,16 +225,21 @@ def _bar_chart(summary: dict, teacher: dict | None, path: str, title: str) -> No
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Run/collect a recipes x seeds grid.')
-    parser.add_argument('--student', required=True)
-    parser.add_argument('--teacher')
-    parser.add_argument('--teacher-ckpt')
+    parser.add_argument('--student', required=True, help='student config (mmdet detector)')
+    parser.add_argument('--teacher', help='teacher config; needed by every recipe but none')
+    parser.add_argument('--teacher-ckpt', help='teacher weights (path or URL)')
     parser.add_argument('--recipes', nargs='+', default=['none', 'kd', 'ld', 'ld_vlr',
-                                                          'kd_ld_vlr'])
-    parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+                                                          'kd_ld_vlr'],
+                        help='recipe names from configs/recipes or recipe files '
+                             '(default: %(default)s)')
+    parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2],
+                        help='one run per recipe and seed (default: %(default)s)')
     parser.add_argument('--epochs', type=int,
                         help='shorten the student schedule (milestones scaled)')
-    parser.add_argument('--work-root', required=True)
-    parser.add_argument('--title', default=None)
+    parser.add_argument('--work-root', required=True,
+                        help='runs go to WORK_ROOT/<recipe>/seed<k>; finished runs are reused, '
+                             'unfinished ones resumed; the tables are written here')
+    parser.add_argument('--title', default=None, help='first line of the Markdown table')
     parser.add_argument('--collect-only', action='store_true',
                         help='only tabulate finished runs (none is trained)')
     add_cfg_options(parser)

@@ -47,11 +47,9 @@ def region_masks(cfg, checkpoint: str | None, split: str, index: int, gamma: flo
              for name, region in (('main', dict(type='MainRegion', weight='ones')),
                                   ('vlr', dict(type='VLRRegion', gamma=gamma)))]
     # Self-distillation wiring (teacher taps on the student): regions need no teacher.
-    init_default_scope('mmrazor')
-    graph = DistillGraph(architecture=dict(cfg.model, _scope_='mmdet'),
+    graph = DistillGraph(architecture=cfg.model,
                          teacher_taps=dict(head=dict(type='ModuleOutputs', source='bbox_head')),
                          edges=edges)
-    init_default_scope('mmdet')
     if checkpoint:
         load_weights_strict(graph.architecture, checkpoint, role='student')
     graph.eval()

@@ -65,15 +65,16 @@ class DistillGraph(BaseAlgorithm):
     """A teacher-student graph (an mmrazor algorithm).
 
     Args:
-        architecture (dict | BaseModel): The student detector (config with ``_scope_='mmdet'``).
-        teacher (dict | nn.Module, optional): The teacher detector; None: baseline or
-            self-distillation.
+        architecture (dict | BaseModel): The student detector (a config's ``_scope_`` defaults
+            to ``'mmdet'``).
+        teacher (dict | nn.Module, optional): The teacher detector (same scope default); None:
+            baseline or self-distillation.
         teacher_ckpt (str, optional): Teacher weights (path or URL); required with a teacher.
         edges (list[dict]): Each ``dict(name, loss, student, teacher, region[, normalize])``:
-            ``loss`` a
-            registered loss (e.g. ``dict(type='LDLoss', T=10, loss_weight=1)``), ``student`` /
-            ``teacher`` a tap reference ``dict(tap='head', index=1)``, ``region`` a registered
-            region (``MainRegion``, ``VLRRegion``, ``GTBoxRegion``, ``AllRegion``);
+            ``loss`` a registered loss (e.g. ``dict(type='LDLoss', T=10, loss_weight=1)``),
+            ``student`` / ``teacher`` a tap reference ``dict(tap='head', index=1)``,
+            ``region`` a registered region (``MainRegion``, ``VLRRegion``, ``GTBoxRegion``,
+            ``AllRegion``);
             ``normalize`` ``'weight'`` (default: divide by the region's total weight) or
             ``'count'`` (by its number of priors).
         student_taps (dict, optional): mmrazor recorder configs on the student (default:

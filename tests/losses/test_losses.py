@@ -107,3 +107,36 @@ def test_loss_weight_scales_and_modules_build_from_the_registry():
         kd_loss(torch.randn(2, 3), torch.randn(2, 4))
     with pytest.raises(ValueError, match='4 \\* \\(reg_max \\+ 1\\)'):
         ld_loss(torch.randn(2, 7), torch.randn(2, 7))
+
+
+def test_kd_sigmoid_is_a_bernoulli_kl_per_class_and_auto_picks_it_for_one_class():
+    """One class: softmax KD would be identically 0 (a trees-like single-class detector)."""
+    def bern(zs, zt, T):
+        ps, pt = 1 / (1 + math.exp(-zs / T)), 1 / (1 + math.exp(-zt / T))
+        return (pt * math.log(pt / ps) + (1 - pt) * math.log((1 - pt) / (1 - ps))) * T * T
+
+    s = [[0.3, -1.0], [2.0, 0.5], [-0.7, 1.5]]
+    t = [[1.0, 0.0], [-1.0, 0.5], [0.2, 3.0]]
+    w = [1.0, 0.5, 2.0]
+    expected = sum(wi * sum(bern(a, b, 2.0) for a, b in zip(si, ti))
+                   for si, ti, wi in zip(s, t, w)) / sum(w)
+    got = kd_loss(torch.tensor(s, dtype=torch.float64), torch.tensor(t, dtype=torch.float64),
+                  weight=torch.tensor(w, dtype=torch.float64), T=2, activation='sigmoid')
+    assert got.item() == pytest.approx(expected, rel=1e-12)
+    one_s = torch.tensor([[0.3], [2.0]], dtype=torch.float64)
+    one_t = torch.tensor([[1.0], [-1.0]], dtype=torch.float64)
+    auto = kd_loss(one_s, one_t, T=2)  # auto: sigmoid for one class
+    assert auto.item() == pytest.approx((bern(0.3, 1.0, 2) + bern(2.0, -1.0, 2)) / 2, rel=1e-12)
+    assert auto.item() > 0
+    # more classes: auto is the softmax of the published code
+    assert kd_loss(torch.tensor(s), torch.tensor(t)).item() == pytest.approx(
+        kd_loss(torch.tensor(s), torch.tensor(t), activation='softmax').item())
+    with pytest.raises(ValueError, match='identically 0'):
+        kd_loss(one_s, one_t, activation='softmax')
+    with pytest.raises(ValueError, match='shape'):
+        kd_loss(torch.randn(2, 3), torch.randn(2, 4), activation='sigmoid')
+    with pytest.raises(ValueError, match='activation'):
+        KDLoss(activation='relu')
+    z = torch.randn(3, 1, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda x: KDLoss(T=2)(x, one_t[:1].expand(3, 1)), (z,))

@@ -1,0 +1,6 @@
+#!/usr/bin/env python
+"""Thin wrapper: see distill/cli/localization_gap.py."""
+from distill.cli.localization_gap import main
+
+if __name__ == '__main__':
+    main()

@@ -55,6 +55,16 @@ def load_state_dict_source(source: str) -> dict:
     return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
 
 
+#: Key prefix of the student in a ``DistillGraph`` state_dict (mmrazor's ``architecture``).
+STUDENT_PREFIX = 'architecture.'
+
+
+def distill_student_state(state: dict) -> dict:
+    """The student's entries of a ``DistillGraph`` state_dict, prefix removed ({} if none)."""
+    return {k[len(STUDENT_PREFIX):]: v for k, v in state.items()
+            if k.startswith(STUDENT_PREFIX)}
+
+
 def load_weights_strict(model: nn.Module, source: str, role: str = 'model') -> None:
     """Load ``source`` into ``model``; every key must match in name and shape.
 
@@ -64,9 +74,7 @@ def load_weights_strict(model: nn.Module, source: str, role: str = 'model') -> N
         CheckpointError: naming the file and the first mismatching keys.
     """
     state = load_state_dict_source(source)
-    if any(k.startswith('architecture.') for k in state):
-        state = {k[len('architecture.'):]: v for k, v in state.items()
-                 if k.startswith('architecture.')}
+    state = distill_student_state(state) or state
     own = model.state_dict()
     missing = sorted(own.keys() - state.keys())
     unexpected = sorted(state.keys() - own.keys())

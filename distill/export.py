@@ -14,10 +14,13 @@ import os.path as osp
 import torch
 from mmengine.config import Config
 
-from distill.checkpoint import CheckpointError, check_checkpoint
+from distill.checkpoint import (
+    STUDENT_PREFIX,
+    CheckpointError,
+    check_checkpoint,
+    distill_student_state,
+)
 from distill.compat import atomic_write
-
-PREFIX = 'architecture.'
 
 
 def student_config(distill_cfg: Config) -> Config:
@@ -38,10 +41,10 @@ def student_config(distill_cfg: Config) -> Config:
 def student_state(checkpoint: dict, source: str = 'checkpoint') -> dict:
     """The student's ``state_dict`` from a distill checkpoint (keys ``architecture.*``)."""
     state = checkpoint.get('state_dict', checkpoint)
-    out = {k[len(PREFIX):]: v for k, v in state.items() if k.startswith(PREFIX)}
+    out = distill_student_state(state)
     if not out:
-        raise CheckpointError(f'{source}: no {PREFIX!r} keys: not a DistillGraph checkpoint '
-                              f'(keys look like {list(state)[:3]})')
+        raise CheckpointError(f'{source}: no {STUDENT_PREFIX!r} keys: not a DistillGraph '
+                              f'checkpoint (keys look like {list(state)[:3]})')
     return out
 
 

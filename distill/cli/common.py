@@ -49,6 +49,23 @@ def base_dataset_cfg(dataset_cfg):
     return dataset_cfg
 
 
+def build_plain_dataset(cfg: Config, split: str):
+    """The ``split`` ('train' or 'val') dataset of ``cfg`` without random augmentation.
+
+    For tools that look at fixed images (drawing regions, measuring boxes): wrappers such as
+    ``RepeatDataset`` are removed and so are the pipeline's ``Random*`` transforms, so the
+    result does not depend on a flip.
+    """
+    from mmdet.registry import DATASETS
+    from mmengine.registry import init_default_scope
+
+    init_default_scope('mmdet')
+    loader = cfg.val_dataloader if split == 'val' else cfg.train_dataloader
+    ds_cfg = base_dataset_cfg(loader.dataset).copy()
+    ds_cfg.pipeline = [t for t in ds_cfg.pipeline if 'Random' not in t['type']]
+    return DATASETS.build(ds_cfg)
+
+
 def _dataset_classes(dataset_cfg) -> tuple | None:
     """Classes of a dataloader's dataset config (embedded datasets know theirs)."""
     dataset_cfg = base_dataset_cfg(dataset_cfg)

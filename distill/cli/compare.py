@@ -24,6 +24,7 @@ import json
 import math
 import os
 import os.path as osp
+import statistics
 import subprocess
 import sys
 import time
@@ -133,13 +134,11 @@ def teacher_metrics(args, options: dict) -> dict | None:
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample sd of the non-NaN values (NaN where undefined)."""
     vals = [v for v in values if not math.isnan(v)]
     if not vals:
         return float('nan'), float('nan')
-    mean = sum(vals) / len(vals)
-    if len(vals) < 2:
-        return mean, float('nan')
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+    return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else float('nan')
 
 
 def summarise(results: dict[str, list[dict]]) -> dict[str, dict]:

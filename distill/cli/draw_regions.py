@@ -22,26 +22,17 @@ import torch
 from mmengine.dataset import pseudo_collate
 
 import distill  # noqa: F401  (compat fixes + registries)
-from distill.cli.common import base_dataset_cfg, load_config
+from distill.cli.common import build_plain_dataset, load_config
 
 COLORS = {'main': (0.1, 0.8, 0.2), 'vlr': (1.0, 0.55, 0.0)}
 
 
 def region_masks(cfg, checkpoint: str | None, split: str, index: int, gamma: float):
     """The image (RGB uint8), GT boxes, per-level priors/strides and the two region masks."""
-    from mmdet.registry import DATASETS
-    from mmengine.registry import init_default_scope
-
     from distill.checkpoint import load_weights_strict
     from distill.graph import DistillGraph
 
-    init_default_scope('mmdet')
-    loader = cfg.val_dataloader if split == 'val' else cfg.train_dataloader
-    ds_cfg = base_dataset_cfg(loader.dataset).copy()
-    if split == 'train':  # the train split without random augmentation, for a clear picture
-        ds_cfg.pipeline = [t for t in ds_cfg.pipeline if 'Random' not in t['type']]
-    dataset = DATASETS.build(ds_cfg)
-    item = dataset[index]
+    item = build_plain_dataset(cfg, split)[index]  # no random flip: a clear picture
     edges = [dict(name=name, loss=dict(type='LDLoss'), student=dict(tap='head', index=1),
                   teacher=dict(tap='head', index=1), region=region)
              for name, region in (('main', dict(type='MainRegion', weight='ones')),

@@ -24,7 +24,7 @@ from mmengine.dataset import pseudo_collate
 from torch import Tensor
 
 import distill  # noqa: F401  (compat fixes + registries)
-from distill.cli.common import base_dataset_cfg
+from distill.cli.common import build_plain_dataset
 
 
 def decode_boxes(head, reg: Tensor, anchors: Tensor, strides: Tensor) -> Tensor:
@@ -58,13 +58,13 @@ def positive_box_quality(graph, data: dict, T: float = 10.0) -> dict[str, Tensor
     """
     from mmdet.structures.bbox import bbox_overlaps
 
-    from distill.graph.algorithm import _record
-    from distill.losses.ld import ld_loss
+    from distill.graph.algorithm import read_tap
+    from distill.losses.ld import ld_per_box
     from distill.regions.base import flatten_levels
 
     graph(**data, mode='loss')
     head = graph.architecture.bbox_head
-    anchors, labels, _, bbox_targets, _, _ = _record(graph.student_recorders, dict(tap='assign'))
+    anchors, labels, _, bbox_targets, _, _ = read_tap(graph.student_recorders, dict(tap='assign'))
     strides = torch.cat([anchors[0].new_full((a.shape[1],), float(s[0]))
                          for a, s in zip(anchors, head.prior_generator.strides)])
     labels, targets = torch.cat(labels, 1), torch.cat(bbox_targets, 1)
@@ -74,20 +74,15 @@ def positive_box_quality(graph, data: dict, T: float = 10.0) -> dict[str, Tensor
     regs = {}
     for role, manager in (('student', graph.student_recorders),
                           ('teacher', graph.teacher_recorders)):
-        regs[role] = flatten_levels(_record(manager, dict(tap='head', index=1)))[pos]
+        regs[role] = flatten_levels(read_tap(manager, dict(tap='head', index=1)))[pos]
         boxes = decode_boxes(head, regs[role], anchors, strides.expand_as(labels)[pos])
         out[f'{role}_iou'] = bbox_overlaps(boxes, targets[pos], is_aligned=True)
-    out['ld'] = torch.stack([ld_loss(s[None], t[None], T=T)
-                             for s, t in zip(regs['student'], regs['teacher'])]) \
-        if len(anchors) else anchors.new_zeros(0)
+    out['ld'] = ld_per_box(regs['student'], regs['teacher'], T)
     return out
 
 
 def measure(args) -> dict[str, Tensor]:
     """Run the pair over ``args.num_images`` images of ``args.split``; per-positive results."""
-    from mmdet.registry import DATASETS
-    from mmengine.registry import init_default_scope
-
     from distill.build import build_train_parts
     from distill.checkpoint import load_weights_strict
     from distill.cli.train_distill import build_distill_config
@@ -96,12 +91,7 @@ def measure(args) -> dict[str, Tensor]:
     graph, _, _ = build_train_parts(cfg, 1)
     load_weights_strict(graph.architecture, args.student_ckpt, role='student')
     graph.eval()
-    init_default_scope('mmdet')
-    loader = cfg.val_dataloader if args.split == 'val' else cfg.train_dataloader
-    ds_cfg = base_dataset_cfg(loader.dataset).copy()
-    # no random augmentation: the numbers must not depend on a flip
-    ds_cfg.pipeline = [t for t in ds_cfg.pipeline if 'Random' not in t['type']]
-    dataset = DATASETS.build(ds_cfg)
+    dataset = build_plain_dataset(cfg, args.split)  # no random flip in the numbers
     n = min(args.num_images, len(dataset))
     parts: dict[str, list] = {}
     for start in range(0, n, args.batch):

@@ -54,10 +54,10 @@ def _build(cfg, registry):
     return registry.build(copy.deepcopy(cfg)) if isinstance(cfg, dict) else cfg
 
 
-def _record(manager: RecorderManager, spec: dict):
-    data = manager.get_recorder(spec['tap']).get_record_data(
+def read_tap(manager: RecorderManager, spec: dict):
+    """What a tap reference ``dict(tap, index=None, record=0)`` recorded in the last step."""
+    return manager.get_recorder(spec['tap']).get_record_data(
         record_idx=spec.get('record', 0), data_idx=spec.get('index'))
-    return data
 
 
 @MODELS.register_module()
@@ -183,8 +183,8 @@ class DistillGraph(BaseAlgorithm):
         return losses
 
     def _edge_losses(self, data_samples) -> dict:
-        cls_maps = _record(self.student_recorders, self.context_cfg['cls'])
-        labels = torch.cat(_record(self.student_recorders, self.context_cfg['labels']), dim=1)
+        cls_maps = read_tap(self.student_recorders, self.context_cfg['cls'])
+        labels = torch.cat(read_tap(self.student_recorders, self.context_cfg['labels']), dim=1)
         head = self.architecture.bbox_head
         ctx = RegionContext(
             priors=self._priors(cls_maps),
@@ -196,7 +196,7 @@ class DistillGraph(BaseAlgorithm):
         def tap(manager, spec, detach):
             key = (id(manager), spec['tap'], spec.get('index'), spec.get('record', 0))
             if key not in flat:
-                value = flatten_levels(_record(manager, spec))
+                value = flatten_levels(read_tap(manager, spec))
                 flat[key] = value.detach() if detach else value
             return flat[key]
 

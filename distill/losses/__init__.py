@@ -6,6 +6,6 @@ which rows (the region) and the normaliser.
 """
 
 from .kd import KDLoss, kd_loss
-from .ld import LDLoss, ld_loss
+from .ld import LDLoss, ld_loss, ld_per_box
 
-__all__ = ['KDLoss', 'LDLoss', 'kd_loss', 'ld_loss']
+__all__ = ['KDLoss', 'LDLoss', 'kd_loss', 'ld_loss', 'ld_per_box']

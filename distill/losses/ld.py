@@ -7,6 +7,26 @@ from torch import Tensor, nn
 from distill.losses._kl import softened_kl, weighted_average
 
 
+def ld_per_box(student: Tensor, teacher: Tensor, T: float = 10.0) -> Tensor:
+    """LD of each box: the softened KL summed over its 4 edges (paper Eq. 2-4).
+
+    Args:
+        student (Tensor[M, 4 * n] | Tensor[M, 4, n]): Student box logits, ``n = reg_max + 1``.
+        teacher (Tensor[M, 4 * n] | Tensor[M, 4, n]): Teacher box logits (detached here).
+        T (float): Temperature (paper: 10).
+
+    Returns:
+        Tensor[M]: ``sum_e KL_e(m)`` of each box.
+    """
+    if student.dim() == 2:
+        if student.shape[1] % 4:
+            raise ValueError(f'box logits need 4 * (reg_max + 1) channels, got '
+                             f'{student.shape[1]}')
+        student = student.reshape(student.shape[0], 4, -1)
+        teacher = teacher.reshape(teacher.shape[0], 4, -1)
+    return softened_kl(student, teacher, T).sum(-1)
+
+
 def ld_loss(student: Tensor, teacher: Tensor, *, weight: Tensor | None = None,
             avg_factor: float | Tensor | None = None, T: float = 10.0) -> Tensor:
     """LD between the box-edge distributions of student and teacher.
@@ -26,14 +46,7 @@ def ld_loss(student: Tensor, teacher: Tensor, *, weight: Tensor | None = None,
     Returns:
         Tensor[]: ``sum_m weight_m * sum_e KL_e(m) / avg_factor``.
     """
-    if student.dim() == 2:
-        if student.shape[1] % 4:
-            raise ValueError(f'box logits need 4 * (reg_max + 1) channels, got '
-                             f'{student.shape[1]}')
-        student = student.reshape(student.shape[0], 4, -1)
-        teacher = teacher.reshape(teacher.shape[0], 4, -1)
-    per_box = softened_kl(student, teacher, T).sum(-1)
-    return weighted_average(per_box, weight, avg_factor)
+    return weighted_average(ld_per_box(student, teacher, T), weight, avg_factor)
 
 
 class LDLoss(nn.Module):

@@ -8,7 +8,7 @@ and can be built in plain Python.
 
 from .base import RegionContext, flatten_levels
 from .simple import AllRegion, GTBoxRegion, MainRegion
-from .vlr import VLRRegion, atss_thresholds, diou_matrix, iou_and_diou, vlr_mask
+from .vlr import VLRRegion, atss_thresholds, iou_and_diou, vlr_mask
 
 __all__ = ['AllRegion', 'GTBoxRegion', 'MainRegion', 'RegionContext', 'VLRRegion',
-           'atss_thresholds', 'diou_matrix', 'flatten_levels', 'iou_and_diou', 'vlr_mask']
+           'atss_thresholds', 'flatten_levels', 'iou_and_diou', 'vlr_mask']

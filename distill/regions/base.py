@@ -73,6 +73,13 @@ class RegionContext:
             self.cache['padded_gts'] = (boxes, valid)
         return self.cache['padded_gts']
 
+    def student_score(self, region: str) -> Tensor:
+        """Tensor[B, N]: the student's detached max class probability (sigmoid) per prior."""
+        if 'student_score' not in self.cache:
+            cls = self.require('student_cls', region)
+            self.cache['student_score'] = cls.detach().sigmoid().max(dim=-1).values
+        return self.cache['student_score']
+
     def require(self, name: str, region: str):
         value = getattr(self, name)
         if value is None:

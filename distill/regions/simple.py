@@ -26,8 +26,7 @@ class MainRegion:
         pos = ctx.require('pos_mask', 'MainRegion').float()
         if self.weight == 'ones':
             return pos
-        cls = ctx.require('student_cls', 'MainRegion')
-        return pos * cls.detach().sigmoid().max(dim=-1).values
+        return pos * ctx.student_score('MainRegion')
 
     def __repr__(self) -> str:
         return f'MainRegion(weight={self.weight!r})'

@@ -40,11 +40,6 @@ def iou_and_diou(priors: Tensor, gts: Tensor) -> tuple[Tensor, Tensor]:
     return iou, diou
 
 
-def diou_matrix(priors: Tensor, gts: Tensor) -> Tensor:
-    """Tensor[B, N, G]: DIoU between priors ``[N, 4]`` and GTs ``[B, G, 4]``."""
-    return iou_and_diou(priors, gts)[1]
-
-
 def atss_thresholds(priors: Tensor, num_level_priors: list[int], gts: Tensor, iou: Tensor,
                     topk: int = 9) -> Tensor:
     """ATSS's adaptive positive IoU threshold of every GT (Zhang et al., CVPR 2020).
@@ -139,8 +134,7 @@ class VLRRegion:
         if self.weight == 'iou':
             return iou
         if self.weight == 'score':
-            cls = ctx.require('student_cls', 'VLRRegion')
-            return mask * cls.detach().sigmoid().max(dim=-1).values
+            return mask * ctx.student_score('VLRRegion')
         return mask.to(iou.dtype)
 
     def __repr__(self) -> str:

@@ -22,8 +22,10 @@ def ld_per_box(student: Tensor, teacher: Tensor, T: float = 10.0) -> Tensor:
         if student.shape[1] % 4:
             raise ValueError(f'box logits need 4 * (reg_max + 1) channels, got '
                              f'{student.shape[1]}')
-        student = student.reshape(student.shape[0], 4, -1)
-        teacher = teacher.reshape(teacher.shape[0], 4, -1)
+        # explicit bin count: reshape(M, 4, -1) is ambiguous when M = 0 (an empty region)
+        n = student.shape[1] // 4
+        student = student.reshape(student.shape[0], 4, n)
+        teacher = teacher.reshape(teacher.shape[0], 4, teacher.shape[1] // 4)
     return softened_kl(student, teacher, T).sum(-1)
 
 

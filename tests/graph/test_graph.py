@@ -165,3 +165,22 @@ def test_nan_distill_loss_names_the_edge(tmp_path, repo):
     cfg = build_distill_config(str(repo / STUDENT), 'kd_ld_vlr', str(repo / TEACHER), bad)
     with pytest.raises(NonFiniteLossError, match=r"edge\(s\) \['main_ld', 'vlr_ld'\]"):
         train_iterations(cfg, iterations=1, batch_size=2, subset=2)
+
+
+def test_a_batch_without_gt_gives_zero_distill_losses_and_a_backward(teacher_ckpt, repo):
+    """Empty main and VLR regions: every edge is exactly 0 and the step still backpropagates
+    (LD used to fail here on ``reshape(0, 4, -1)``)."""
+    cfg = build_distill_config(str(repo / STUDENT), 'kd_ld_vlr', str(repo / TEACHER), teacher_ckpt)
+    graph, dataset, _ = build_train_parts(cfg, 2)
+    items = [dataset[0], dataset[1]]
+    for item in items:
+        item['data_samples'].gt_instances = item['data_samples'].gt_instances[:0]
+    data = graph.data_preprocessor(pseudo_collate(items), True)
+    losses = graph(**data, mode='loss')
+    for edge in cfg.model.edges:
+        assert losses[f'loss_{edge["name"]}'].item() == 0
+        assert graph.last_regions[edge['name']].sum() == 0
+    total, _ = graph.parse_losses(losses)
+    assert torch.isfinite(total)
+    total.backward()
+    assert graph.architecture.bbox_head.gfl_cls.weight.grad is not None  # QFL on all negatives

@@ -140,3 +140,13 @@ def test_kd_sigmoid_is_a_bernoulli_kl_per_class_and_auto_picks_it_for_one_class(
     z = torch.randn(3, 1, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
         lambda x: KDLoss(T=2)(x, one_t[:1].expand(3, 1)), (z,))
+
+
+@pytest.mark.parametrize('fn', [ld_loss, kd_loss])
+def test_an_empty_region_gives_zero_with_a_gradient_path(fn):
+    """A batch without GT (or an empty VLR) selects no rows: 0, and backward still works."""
+    s = torch.zeros(0, 4 * 17, requires_grad=True)
+    loss = fn(s, torch.zeros(0, 4 * 17), weight=torch.zeros(0), avg_factor=1.0)
+    assert loss.item() == 0
+    loss.backward()
+    assert s.grad is not None and s.grad.shape == (0, 68)

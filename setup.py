@@ -7,6 +7,8 @@ toolkit is found and ``FORCE_CUDA=1`` or a GPU is visible.
 
 import glob
 import os
+import shutil
+import sys
 
 from setuptools import find_packages, setup
 
@@ -28,6 +30,25 @@ def extensions():
     return [ext], {'build_ext': BuildExtension.with_options(use_ninja=True)}
 
 
+def mim_resources() -> list:
+    """Ship ``configs/`` and ``checkpoints/`` inside the package for a regular install.
+
+    An editable install (``pip install -e .``, what ``make`` does) finds them in the checkout;
+    a wheel gets a copy in ``distill/.mim`` (as mmdet does), so the console scripts resolve
+    ``configs/tiny/...`` and the shipped teacher from any directory (``distill/paths.py``).
+    """
+    if not any(cmd in sys.argv for cmd in ('bdist_wheel', 'install', 'build', 'sdist')):
+        return []
+    here = os.path.dirname(os.path.abspath(__file__))
+    mim = os.path.join(here, 'distill', '.mim')
+    for name in ('configs', 'checkpoints'):
+        target = os.path.join(mim, name)
+        shutil.rmtree(target, ignore_errors=True)
+        if os.path.isdir(os.path.join(here, name)):
+            shutil.copytree(os.path.join(here, name), target)
+    return ['.mim/configs/**/*.py', '.mim/checkpoints/*']
+
+
 ext_modules, cmdclass = extensions()
 
 setup(
@@ -36,21 +57,22 @@ setup(
     description='Knowledge distillation for dense object detectors on OpenMMLab 2.x',
     python_requires='>=3.10',
     packages=find_packages(include=['distill', 'distill.*']),
+    package_data={'distill': mim_resources()},
     # The stack is pinned and installed by tools/setup_env.sh (mmcv must be built without build
     # isolation); these are the ranges the package itself works with.
     install_requires=['torch>=2.1', 'mmengine>=0.10,<0.11', 'mmcv>=2.0,<2.2', 'mmdet>=3.3,<3.4',
                       'mmrazor>=1.0,<1.1', 'pycocotools', 'numpy', 'scikit-learn',
                       'scikit-image', 'tqdm'],
     entry_points={'console_scripts': [
-        'distill-train=distill.cli.train:main',
-        'distill-test=distill.cli.test:main',
-        'distill-browse-dataset=distill.cli.browse_dataset:main',
-        'distill-demo=distill.cli.demo:main',
-        'distill-train-distill=distill.cli.train_distill:main',
-        'distill-export-student=distill.cli.export_student:main',
-        'distill-compare=distill.cli.compare:main',
-        'distill-draw-regions=distill.cli.draw_regions:main',
-        'distill-localization-gap=distill.cli.localization_gap:main',
+        'distill-train=distill.cli.train:cli_main',
+        'distill-test=distill.cli.test:cli_main',
+        'distill-browse-dataset=distill.cli.browse_dataset:cli_main',
+        'distill-demo=distill.cli.demo:cli_main',
+        'distill-train-distill=distill.cli.train_distill:cli_main',
+        'distill-export-student=distill.cli.export_student:cli_main',
+        'distill-compare=distill.cli.compare:cli_main',
+        'distill-draw-regions=distill.cli.draw_regions:cli_main',
+        'distill-localization-gap=distill.cli.localization_gap:cli_main',
     ]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,

@@ -11,6 +11,6 @@ from . import compat
 compat.apply()
 
 # datasets/metrics go to mmdet's registries; graph, losses, regions and taps to mmrazor's.
-from . import datasets, graph, losses, regions  # noqa: E402,F401
+from . import curves, datasets, graph, losses, regions  # noqa: E402,F401
 
 __version__ = '0.1.0'

@@ -141,8 +141,27 @@ def patch_history_buffer_state() -> None:
 # ---------------------------------------------------------------------------------------------
 # 3. atomic writes through mmengine's local file backend
 # ---------------------------------------------------------------------------------------------
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux ``/proc``)."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('Umask:'):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere: read it by setting it, then restore it at once
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(data: bytes | str, filepath: str | os.PathLike, encoding: str = 'utf-8') -> None:
     """Write ``data`` to ``filepath`` so that readers see the old or the new file, never half.
+
+    The file gets the mode an ordinary ``open(path, 'w')`` would give it: the mode of the file
+    it replaces, or ``0o666`` less the umask for a new file. (``tempfile.mkstemp`` creates its
+    file with mode 0600, which would leave checkpoints, exported weights and metrics unreadable
+    to another account or a serving process.)
 
     Args:
         data (bytes | str): The content; ``str`` is encoded with ``encoding``.
@@ -154,10 +173,15 @@ def atomic_write(data: bytes | str, filepath: str | os.PathLike, encoding: str =
     os.makedirs(directory, exist_ok=True)
     if isinstance(data, str):
         data = data.encode(encoding)
+    try:
+        mode = os.stat(filepath).st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o666 & ~current_umask()
     fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(filepath) + '.',
                                suffix='.tmp')
     try:
         with os.fdopen(fd, 'wb') as f:
+            os.fchmod(f.fileno(), mode)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

@@ -5,6 +5,20 @@ from mmengine.dataset import pseudo_collate
 
 from distill.build import build_train_parts
 
+#: ``--cfg-options`` of a tiny run: 8 images, batch 4 (2 iterations an epoch), no dataloader
+#: workers, evaluation on 8 images only when asked for (``val_interval`` 100), every checkpoint
+#: kept.
+TINY_RUN = {
+    'train_dataloader.dataset.indices': 8, 'train_dataloader.batch_size': 4,
+    'train_dataloader.num_workers': 0, 'train_dataloader.persistent_workers': False,
+    'val_dataloader.dataset.indices': 8, 'val_dataloader.num_workers': 0,
+    'val_dataloader.persistent_workers': False,
+    'test_dataloader.dataset.indices': 8, 'test_dataloader.num_workers': 0,
+    'test_dataloader.persistent_workers': False,
+    'train_cfg.val_interval': 100, 'default_hooks.checkpoint.save_best': None,
+    'default_hooks.checkpoint.max_keep_ckpts': -1, 'default_hooks.logger.interval': 1,
+}
+
 
 def train_iterations(cfg, iterations=10, batch_size=2, subset=20, seed=0, on_step=None):
     """Train ``cfg.model`` for a few iterations on its train dataset, checking every step.

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Thin wrapper: see distill/cli/compare.py (also installed as `distill-compare`)."""
-from distill.cli.compare import main
+from distill.cli.compare import cli_main
 
 if __name__ == '__main__':
-    main()
+    cli_main()

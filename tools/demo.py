@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Thin wrapper: see distill/cli/demo.py (`make demo`)."""
-from distill.cli.demo import main
+from distill.cli.demo import cli_main
 
 if __name__ == '__main__':
-    main()
+    cli_main()

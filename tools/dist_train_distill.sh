@@ -3,8 +3,4 @@
 #            --recipe RECIPE [train_distill.py args...]
 # Runs tools/train_distill.py under torchrun with mmengine's pytorch launcher (gloo on CPU,
 # nccl on GPU). PORT sets the rendezvous port (default 29500).
-NPROC=$1
-PORT=${PORT:-29500}
-PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
-python -m torch.distributed.run --nnodes=1 --nproc_per_node="$NPROC" --master_port="$PORT" \
-    "$(dirname "$0")/train_distill.py" --launcher pytorch "${@:2}"
+exec bash "$(dirname "$0")/dist_launch.sh" "$1" train_distill.py "${@:2}"

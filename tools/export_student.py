@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Thin wrapper: see distill/cli/export_student.py (also installed as `distill-export-student`)."""
-from distill.cli.export_student import main
+from distill.cli.export_student import cli_main
 
 if __name__ == '__main__':
-    main()
+    cli_main()

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Thin wrapper: see distill/cli/localization_gap.py."""
-from distill.cli.localization_gap import main
+from distill.cli.localization_gap import cli_main
 
 if __name__ == '__main__':
-    main()
+    cli_main()

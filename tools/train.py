@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Thin wrapper: see distill/cli/train.py (also installed as `distill-train`)."""
-from distill.cli.train import main
+from distill.cli.train import cli_main
 
 if __name__ == '__main__':
-    main()
+    cli_main()

@@ -20,7 +20,7 @@ import os.path as osp
 from PIL import Image, ImageDraw
 
 import distill  # noqa: F401  (registries)
-from distill.cli.common import add_cfg_options, base_dataset_cfg, load_config
+from distill.cli.common import add_cfg_options, base_dataset_cfg, cli, load_config
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
            (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212)]
@@ -94,5 +94,7 @@ def main(argv=None):
     print(f'wrote {len(drawn)} images and grid.png to {out_dir}')
 
 
+cli_main = cli(main)
+
 if __name__ == '__main__':
-    main()
+    cli_main()

@@ -1,44 +1,235 @@
-"""Shared pieces of the command-line tools: config loading and checks, checkpoints, AP tables."""
+"""Shared pieces of the command-line tools: config loading and checks, schedules, AP tables,
+and the entry point that prints our own errors as one last line."""
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
-import os.path as osp
+import sys
 import warnings
 
 from mmengine.config import Config, DictAction
 
 from distill.checkpoint import CheckpointError, check_checkpoint  # noqa: F401  (re-exported)
+from distill.errors import ConfigError, DistillError, one_line
+from distill.paths import resolve_config
 
 COCO_KEYS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s', 'bbox_mAP_m', 'bbox_mAP_l')
 COCO_NAMES = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')
 
+#: The top-level keys mmengine's ``Runner.from_cfg`` reads; any other top-level key of a config
+#: file is a variable used only while the file is parsed (overriding it changes nothing).
+RUNNER_KEYS = frozenset((
+    'model', 'work_dir', 'train_dataloader', 'val_dataloader', 'test_dataloader', 'train_cfg',
+    'val_cfg', 'test_cfg', 'auto_scale_lr', 'optim_wrapper', 'param_scheduler', 'val_evaluator',
+    'test_evaluator', 'default_hooks', 'custom_hooks', 'data_preprocessor', 'load_from',
+    'resume', 'launcher', 'env_cfg', 'log_processor', 'log_level', 'visualizer',
+    'default_scope', 'randomness', 'experiment_name'))
 
-class ConfigCheckError(ValueError):
+
+class ConfigCheckError(ConfigError):
     """A config is inconsistent; the message names the file, the fields and their values."""
+
+
+def cli(main):
+    """Wrap a tool's ``main(argv)`` for the command line: our errors end the output.
+
+    A :class:`~distill.errors.DistillError` (bad config, checkpoint, dataset, recipe, resume) is
+    printed as the last line, ``error: <what, file, field, value, what to do>``, without a
+    traceback, and the exit status is 2. ``DISTILL_DEBUG=1`` re-raises it with its traceback.
+    Other exceptions keep their traceback: they are bugs.
+    """
+    def entry(argv=None) -> int:
+        # 0, not main's return value: console scripts call sys.exit(entry()), which would
+        # print a returned object (a Runner, a table) and exit with status 1.
+        try:
+            main(argv)
+            return 0
+        except DistillError as e:
+            if os.environ.get('DISTILL_DEBUG'):
+                raise
+            sys.stdout.flush()
+            print(f'error: {one_line(e)}', file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+
+    entry.__doc__ = main.__doc__
+    entry.__wrapped__ = main
+    return entry
 
 
 def add_cfg_options(parser) -> None:
     """The ``--cfg-options`` argument, as in mmdet's tools."""
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
-        help='override config settings, xxx=yyy (e.g. train_cfg.max_epochs=2 '
-        "model.bbox_head.num_classes=3 'train_dataloader.batch_size=4')")
+        help='override config settings, xxx=yyy (e.g. model.bbox_head.num_classes=3 '
+        "'train_dataloader.batch_size=4'); a key that exists nowhere in the config is an "
+        'error. To change the number of epochs use --epochs (it also scales the lr milestones)')
 
 
-def load_config(path: str, cfg_options: dict | None = None, work_dir: str | None = None) -> Config:
-    """Load and check a config; ``work_dir`` defaults to ``work_dirs/<config name>``."""
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'config file {path!r} not found (cwd {os.getcwd()})')
-    cfg = Config.fromfile(path)
+def add_epochs_option(parser) -> None:
+    """``--epochs N``: the one documented way to change the length of the schedule."""
+    parser.add_argument(
+        '--epochs', type=int, metavar='N',
+        help='train for N epochs: sets train_cfg.max_epochs and scales the epoch-based lr '
+        'milestones (and scheduler ends) by N / max_epochs, as compare.py does')
+
+
+def _leaf_paths(node, prefix: str = ''):
+    """Every dotted key path of a config tree (list items by index)."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            path = f'{prefix}.{k}' if prefix else str(k)
+            yield path
+            yield from _leaf_paths(v, path)
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            yield from _leaf_paths(v, f'{prefix}.{i}')
+
+
+def _nearest(key: str, cfg: Config, candidates) -> list[str]:
+    """Existing key paths that look like ``key``: same last name, or close spellings."""
+    name = key.rsplit('.', 1)[-1]
+    paths = [p for p in _leaf_paths(cfg._cfg_dict) if p.split('.')[0] in RUNNER_KEYS]
+    same = [p for p in paths if p.rsplit('.', 1)[-1] == name and p != key]
+    close = difflib.get_close_matches(key, paths, n=3, cutoff=0.75)
+    near = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
+    return list(dict.fromkeys(same[:3] + close + near))[:5]
+
+
+def check_cfg_options(cfg: Config, options: dict, path: str) -> None:
+    """Refuse ``--cfg-options`` keys that would be silently ignored or are misspelt.
+
+    A top-level key must be one the Runner reads (or ``distill``): a file variable such as
+    ``max_epochs`` is consumed while the file is parsed, so overriding it changes nothing. A
+    nested key may be new (e.g. ``train_dataloader.dataset.indices``, a dataset argument the
+    file does not set) unless it is a near-miss of an existing sibling (``max_epoch`` next to
+    ``max_epochs``) or its parent is not a dict; a list index must exist.
+
+    Raises:
+        ConfigError: naming the key, the config file and the nearest existing keys.
+    """
+    for key in options:
+        parts = key.split('.')
+        top = parts[0]
+        if top not in RUNNER_KEYS | {'distill'}:
+            near = _nearest(key, cfg, [k for k in cfg.keys() if k in RUNNER_KEYS])
+            what = ('is a variable of the config file, read only while the file is parsed: '
+                    'overriding it changes nothing' if top in cfg else
+                    'exists nowhere in the config')
+            hint = ' (to change the number of epochs use --epochs N)' if 'epoch' in key else ''
+            raise ConfigError(f'--cfg-options {key}: {top!r} {what} ({path}); nearest existing '
+                              f'keys: {near or "none"}{hint}')
+        node = cfg._cfg_dict
+        for depth, part in enumerate(parts):
+            here = '.'.join(parts[:depth + 1])
+            if isinstance(node, (list, tuple)):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f'--cfg-options {key}: {".".join(parts[:depth])} is a list '
+                                      f'of {len(node)} items in {path}; {part!r} is not an index '
+                                      f'of it')
+                node = node[int(part)]
+                continue
+            if not isinstance(node, dict):
+                raise ConfigError(f'--cfg-options {key}: {".".join(parts[:depth])} is '
+                                  f'{node!r} in {path}, not a dict with keys')
+            if part in node:
+                node = node[part]
+                continue
+            close = difflib.get_close_matches(part, [str(k) for k in node], n=3, cutoff=0.8)
+            if close or depth < len(parts) - 1:
+                near = [f'{".".join(parts[:depth] + [c])}' for c in close] or \
+                    _nearest(here, cfg, [str(k) for k in node])
+                raise ConfigError(f'--cfg-options {key}: {here!r} does not exist in {path}; '
+                                  f'nearest existing keys: {near or "none"}')
+            break  # a new leaf key: an argument the file does not set
+
+
+def scaled_schedule(cfg: Config, epochs: int) -> dict:
+    """``--cfg-options`` that change ``cfg``'s schedule to ``epochs`` epochs.
+
+    ``train_cfg.max_epochs`` becomes ``epochs``; the milestones of every epoch-based scheduler
+    are scaled by ``epochs / max_epochs`` (rounded down, at least 1), and so are their ``end``
+    (capped at ``epochs``); ``val_interval`` is capped at ``epochs`` so that the last epoch is
+    evaluated.
+    """
+    if epochs < 1:
+        raise ConfigError(f'--epochs {epochs}: must be at least 1')
+    old = cfg.train_cfg.get('max_epochs')
+    if old is None:
+        raise ConfigError(f'--epochs: {cfg.filename} has no train_cfg.max_epochs (an '
+                          f'iteration-based schedule?); set train_cfg.max_iters instead')
+    options = {'train_cfg.max_epochs': epochs}
+    interval = cfg.train_cfg.get('val_interval', 1)
+    if interval > epochs or epochs % interval:
+        options['train_cfg.val_interval'] = epochs if interval > epochs else \
+            math.gcd(epochs, interval)
+    for i, sched in enumerate(cfg.get('param_scheduler') or []):
+        if not sched.get('by_epoch', True):
+            continue
+        if 'milestones' in sched:
+            options[f'param_scheduler.{i}.milestones'] = [max(1, m * epochs // old)
+                                                         for m in sched.milestones]
+        if sched.get('end') is not None and sched.end >= old:
+            options[f'param_scheduler.{i}.end'] = epochs
+        elif sched.get('end') is not None:
+            options[f'param_scheduler.{i}.end'] = max(1, sched.end * epochs // old)
+    return options
+
+
+def warn_unscaled_milestones(cfg: Config, path: str) -> None:
+    """Warn when an epoch-based lr milestone lies at or past ``max_epochs`` (it never fires)."""
+    max_epochs = (cfg.get('train_cfg') or {}).get('max_epochs')
+    if max_epochs is None:
+        return
+    for i, sched in enumerate(cfg.get('param_scheduler') or []):
+        late = [m for m in sched.get('milestones', []) if m >= max_epochs]
+        if sched.get('by_epoch', True) and late:
+            from mmengine.logging import print_log
+            print_log(f'{path}: param_scheduler[{i}].milestones={list(sched.milestones)} '
+                      f'has {late} at or past train_cfg.max_epochs={max_epochs}: the learning '
+                      f'rate will not decay there. To shorten a schedule use --epochs N, which '
+                      f'scales the milestones.', logger='current', level=30)
+
+
+def load_config(path: str, cfg_options: dict | None = None, work_dir: str | None = None,
+                epochs: int | None = None) -> Config:
+    """Load and check a config; ``work_dir`` defaults to ``work_dirs/<config name>``.
+
+    Args:
+        path (str): Config file, or a path inside the package's ``configs/``.
+        cfg_options (dict, optional): ``--cfg-options`` (checked by :func:`check_cfg_options`).
+        work_dir (str, optional): Where the run writes.
+        epochs (int, optional): ``--epochs``: the schedule scaled by :func:`scaled_schedule`
+            before ``cfg_options`` are applied.
+    """
+    path = resolve_config(path)
+    cfg = read_config(path)
+    if epochs is not None:
+        cfg.merge_from_dict(scaled_schedule(cfg, epochs))
     if cfg_options:
+        check_cfg_options(cfg, cfg_options, path)
         cfg.merge_from_dict(cfg_options)
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(path))[0])
+        cfg.work_dir = os.path.join('work_dirs', os.path.splitext(os.path.basename(path))[0])
     check_config(cfg, path)
+    if epochs is None:  # --epochs scaled them (a 1-epoch schedule cannot decay at all)
+        warn_unscaled_milestones(cfg, path)
+    return cfg
+
+
+def read_config(path: str, what: str = 'config file') -> Config:
+    """``Config.fromfile`` with an error naming the file when it cannot be parsed."""
+    path = resolve_config(path, what)
+    try:
+        cfg = Config.fromfile(path)
+    except Exception as e:  # noqa: BLE001 (syntax errors, missing _base_, bad imports alike)
+        raise ConfigError(f'{what} {path!r} cannot be loaded ({type(e).__name__}: '
+                          f'{" ".join(str(e).split())[:300]}): fix the file') from e
+    if what == 'config file' and not isinstance(cfg.get('model'), dict):
+        raise ConfigError(f'{what} {path!r} has no model dict: not a detector config')
     return cfg
 
 
@@ -96,7 +287,8 @@ def check_config(cfg: Config, path: str) -> None:
         if classes is not None and len(classes) != num_classes:
             raise ConfigCheckError(
                 f'{path}: model.bbox_head.num_classes={num_classes} but '
-                f'{loader}.dataset has {len(classes)} classes {classes}')
+                f'{loader}.dataset has {len(classes)} classes {classes}: set '
+                f'model.bbox_head.num_classes={len(classes)} or the dataset\'s metainfo.classes')
 
 
 def coco_row(metrics: dict, prefix: str = 'coco/') -> dict:
@@ -115,6 +307,17 @@ def coco_row(metrics: dict, prefix: str = 'coco/') -> dict:
         value = float(metrics[prefix + key])
         row[name] = 100.0 * value if value >= 0 else float('nan')
     return row
+
+
+def json_safe(obj):
+    """``obj`` with every non-finite float replaced by None (strict JSON has no NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def format_coco_table(rows: dict[str, dict]) -> str:

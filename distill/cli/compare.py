@@ -29,30 +29,42 @@ import subprocess
 import sys
 import time
 
-from mmengine.config import Config
-
-from distill.cli.common import COCO_KEYS, COCO_NAMES, add_cfg_options, coco_row
+from distill.cli.common import (
+    COCO_KEYS,
+    COCO_NAMES,
+    add_cfg_options,
+    cli,
+    coco_row,
+    read_config,
+)
+from distill.cli.common import scaled_schedule as common_scaled_schedule
 from distill.cli.train_distill import recipe_name
 from distill.compat import atomic_write
+from distill.curves import plot_grid_curves
+from distill.errors import DistillError
 
-TOOLS = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'tools')
+
+class RunFailedError(DistillError):
+    """A training or evaluation run of the grid failed; the message ends with its error."""
+
+
+def _tool(name: str) -> list[str]:
+    """The command that runs a tool in a child process (the installed package, any cwd)."""
+    return [sys.executable, '-m', f'distill.cli.{name}']
+
+
+def _failure(what: str, code: int, log: str) -> RunFailedError:
+    """The error of a failed child run, with the last line the child printed."""
+    with open(log, errors='replace') as f:
+        lines = [line.strip() for line in f if line.strip()]
+    last = lines[-1] if lines else '(no output)'
+    return RunFailedError(f'{what} failed (exit {code}): {last} (full log: {log})')
 
 
 def scaled_schedule(student: str, epochs: int) -> dict:
-    """``--cfg-options`` that shorten the student's schedule to ``epochs``.
-
-    The step-decay milestones are scaled by ``epochs / max_epochs`` (rounded down) and the
-    only evaluation is the last epoch's.
-    """
-    cfg = Config.fromfile(student)
-    options = {'train_cfg.max_epochs': epochs, 'train_cfg.val_interval': epochs}
-    for i, sched in enumerate(cfg.get('param_scheduler') or []):
-        if sched.get('by_epoch', True) and 'milestones' in sched:
-            old = cfg.train_cfg.max_epochs
-            options[f'param_scheduler.{i}.milestones'] = [max(1, m * epochs // old)
-                                                         for m in sched.milestones]
-            options[f'param_scheduler.{i}.end'] = epochs
-    return options
+    """``--cfg-options`` that shorten the student's schedule to ``epochs`` (milestones scaled;
+    see :func:`distill.cli.common.scaled_schedule`, which ``--epochs`` of the tools applies)."""
+    return common_scaled_schedule(read_config(student), epochs)
 
 
 def last_val_metrics(work_dir: str) -> dict | None:
@@ -89,8 +101,10 @@ def run_one(args, recipe: str, seed: int, options: dict) -> dict:
         with open(final) as f:
             return json.load(f)
     os.makedirs(work_dir, exist_ok=True)
-    cmd = [sys.executable, osp.join(TOOLS, 'train_distill.py'), '--student', args.student,
-           '--recipe', recipe, '--work-dir', work_dir, '--seed', str(seed)]
+    cmd = _tool('train_distill') + ['--student', args.student, '--recipe', recipe,
+                                    '--work-dir', work_dir, '--seed', str(seed)]
+    if args.epochs:
+        cmd += ['--epochs', str(args.epochs)]
     if recipe != 'none':
         cmd += ['--teacher', args.teacher, '--teacher-ckpt', args.teacher_ckpt]
     if osp.isfile(osp.join(work_dir, 'last_checkpoint')):
@@ -100,8 +114,8 @@ def run_one(args, recipe: str, seed: int, options: dict) -> dict:
     with open(osp.join(work_dir, 'train.log'), 'a') as log:
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
     if proc.returncode:
-        raise RuntimeError(f'run {recipe} seed {seed} failed (exit {proc.returncode}); see '
-                           f'{osp.join(work_dir, "train.log")}')
+        raise _failure(f'run {recipe} seed {seed}', proc.returncode,
+                       osp.join(work_dir, 'train.log'))
     metrics = last_val_metrics(work_dir)
     if metrics is None:
         # mmdet's CocoMetric logs nothing when the model made no detection at all: AP 0.
@@ -122,13 +136,15 @@ def teacher_metrics(args, options: dict) -> dict | None:
         # the teacher is scored where the students are validated: their val_* options
         keep = {'test_' + k[len('val_'):]: v for k, v in options.items()
                 if k.startswith(('val_dataloader.', 'val_evaluator.'))}
-        cmd = [sys.executable, osp.join(TOOLS, 'test.py'), args.teacher, args.teacher_ckpt,
-               '--work-dir', osp.dirname(out), '--out', out]
+        cmd = _tool('test') + [args.teacher, args.teacher_ckpt, '--work-dir',
+                               osp.dirname(out), '--out', out]
         if keep:
             cmd += ['--cfg-options'] + _options_args(keep)
-        with open(osp.join(osp.dirname(out), 'test.log'), 'a') as log:
-            if subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode:
-                raise RuntimeError(f'teacher evaluation failed; see {osp.dirname(out)}/test.log')
+        log_path = osp.join(osp.dirname(out), 'test.log')
+        with open(log_path, 'a') as log:
+            code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+        if code:
+            raise _failure('teacher evaluation', code, log_path)
     with open(out) as f:
         return json.load(f)['metrics']
 
@@ -235,6 +251,9 @@ def parse_args(argv=None):
                         help='one run per recipe and seed (default: %(default)s)')
     parser.add_argument('--epochs', type=int,
                         help='shorten the student schedule (milestones scaled)')
+    parser.add_argument('--val-interval', type=int,
+                        help='evaluate every K epochs (default: only the last epoch when '
+                             '--epochs is given, else the config\'s val_interval)')
     parser.add_argument('--work-root', required=True,
                         help='runs go to WORK_ROOT/<recipe>/seed<k>; finished runs are reused, '
                              'unfinished ones resumed; the tables are written here')
@@ -247,7 +266,10 @@ def parse_args(argv=None):
 
 def main(argv=None) -> str:
     args = parse_args(argv)
-    options = scaled_schedule(args.student, args.epochs) if args.epochs else {}
+    options = {}
+    if args.val_interval or args.epochs:
+        # by default only the last epoch is evaluated (evaluation is a large part of a tiny run)
+        options['train_cfg.val_interval'] = args.val_interval or args.epochs
     options.update(args.cfg_options or {})
     os.makedirs(args.work_root, exist_ok=True)
     grid = [(r, s) for r in args.recipes for s in args.seeds]
@@ -272,11 +294,19 @@ def main(argv=None) -> str:
                            + (f', {args.epochs} epochs' if args.epochs else ''))
     table = write_tables(summarise(results), teacher, osp.join(args.work_root, 'comparison'),
                          title)
+    runs = {recipe_name(r): [run_dir(args.work_root, r, s) for s in args.seeds
+                             if osp.isfile(osp.join(run_dir(args.work_root, r, s),
+                                                    'final_metrics.json'))]
+            for r in args.recipes}
+    plot_grid_curves({k: v for k, v in runs.items() if v},
+                     osp.join(args.work_root, 'comparison_curves.png'), title)
     print(table, flush=True)
-    print(f'[compare] wrote {osp.join(args.work_root, "comparison")}.{{md,csv,png}} '
-          f'({time.time() - t_all:.0f} s)', flush=True)
+    print(f'[compare] wrote {osp.join(args.work_root, "comparison")}.{{md,csv,png}} and '
+          f'comparison_curves.png ({time.time() - t_all:.0f} s)', flush=True)
     return table
 
 
+cli_main = cli(main)
+
 if __name__ == '__main__':
-    main()
+    cli_main()

@@ -1,41 +1,50 @@
-"""`make demo`: a teacher, then the student with none / kd / ld / kd_ld_vlr, and their table.
+"""`make demo`: the shipped teacher, the student with none / kd / ld, and their table.
 
 Usage::
 
     python tools/demo.py [--quick] [--work-dir work_dirs/demo] [--teacher-ckpt CKPT]
-        [--recipes none kd ld kd_ld_vlr] [--seeds 0] [--epochs 6]
+        [--train-teacher] [--recipes none kd ld] [--seeds 0] [--epochs 6]
 
-1. The tiny teacher (``configs/tiny/gfl_l_digits.py``, its full 24-epoch schedule, about 35 min
-   on 2 CPU cores) is trained once into ``<work-dir>/teacher_train`` and reused afterwards
-   (``--teacher-ckpt`` gives one directly). An interrupted teacher run resumes.
+1. The teacher is the tiny GFL of ``configs/tiny/gfl_l_digits.py`` trained by our own
+   ``tools/train.py`` (24 epochs, seed 0) and shipped in ``checkpoints/`` with its manifest
+   (config, seed, command, sha256, AP); its sha256 is verified before use. ``--train-teacher``
+   trains it instead (about 35 min on 2 CPU cores, once; reused from
+   ``<work-dir>/teacher_train`` afterwards; an interrupted run resumes), and ``--teacher-ckpt``
+   gives another one.
 2. The student (``configs/tiny/gfl_s_digits.py``) is trained with each recipe for ``--epochs``
-   (default 6, a short schedule with its milestones scaled) by ``tools/compare.py``, which
-   prints and writes the comparison table (``<work-dir>/comparison.{md,csv,png}``).
+   (default 6, the schedule shortened with scaled milestones) by ``tools/compare.py``, which
+   prints and writes the comparison table and curves (``<work-dir>/comparison.{md,csv,png}``,
+   ``comparison_curves.png``, and ``curves.png`` in each run's directory).
 
 ``--quick`` runs everything for one epoch on 32 images (a smoke test of the whole pipeline,
 about a minute); its AP is meaningless. The dataset is generated into the cache on first use.
 """
 
-from __future__ import annotations
-
 import argparse
+import json
 import os.path as osp
 import subprocess
 import sys
 import time
 
 from distill.cli import compare
+from distill.cli.common import cli
 from distill.compat import atomic_write
+from distill.datasets.cache import sha256_file
+from distill.errors import CheckpointError
+from distill.paths import find_resource, resolve_config
 
 STUDENT = 'configs/tiny/gfl_s_digits.py'
 TEACHER = 'configs/tiny/gfl_l_digits.py'
+#: The shipped teacher (trained by tools/train.py; see checkpoints/MANIFEST.json).
+TEACHER_MANIFEST = 'checkpoints/MANIFEST.json'
+TEACHER_NAME = 'gfl_l_digits_e24_seed0.pth'
+DEFAULT_RECIPES = ['none', 'kd', 'ld']
 
 QUICK_OPTIONS = {
     'train_dataloader.dataset.indices': 32,
     'val_dataloader.dataset.indices': 16,
     'test_dataloader.dataset.indices': 16,
-    'train_cfg.max_epochs': 1,
-    'train_cfg.val_interval': 1,
     'train_dataloader.num_workers': 0,
     'train_dataloader.persistent_workers': False,
     'val_dataloader.num_workers': 0,
@@ -57,33 +66,69 @@ def teacher_checkpoint(work_dir: str, options: list[str]) -> str:
         return ckpt
     print(f'[demo] training the teacher {TEACHER} into {train_dir} (full schedule: about 35 '
           f'min on 2 cores; done once, then reused)', flush=True)
-    cmd = [sys.executable, osp.join(compare.TOOLS, 'train.py'), TEACHER, '--work-dir', train_dir]
+    cmd = [sys.executable, '-m', 'distill.cli.train', resolve_config(TEACHER), '--work-dir',
+           train_dir]
     if osp.isfile(osp.join(train_dir, 'last_checkpoint')):
         cmd.append('--resume')
     if options:
-        cmd += ['--cfg-options'] + options
-    if subprocess.run(cmd).returncode:
-        raise RuntimeError(f'teacher training failed (log in {train_dir})')
+        cmd += options
+    code = subprocess.run(cmd).returncode
+    if code:
+        raise compare.RunFailedError(f'teacher training failed (exit {code}); its log is in '
+                                     f'{train_dir}')
     with open(osp.join(train_dir, 'last_checkpoint')) as f:
         ckpt = f.read().strip()
     atomic_write(ckpt + '\n', done)
     return ckpt
 
 
+def shipped_teacher() -> str:
+    """The shipped teacher checkpoint, after checking its sha256 against the manifest."""
+    manifest_path = find_resource(TEACHER_MANIFEST)
+    if manifest_path is None:
+        raise CheckpointError(f'{TEACHER_MANIFEST} not found in the package: train a teacher '
+                              f'with --train-teacher or give one with --teacher-ckpt')
+    with open(manifest_path) as f:
+        entry = json.load(f)[TEACHER_NAME]
+    path = osp.join(osp.dirname(manifest_path), TEACHER_NAME)
+    if not osp.isfile(path):
+        raise CheckpointError(f'shipped teacher {path!r} not found: train one with '
+                              f'--train-teacher or give one with --teacher-ckpt')
+    digest = sha256_file(path)
+    if digest != entry['sha256']:
+        raise CheckpointError(f'shipped teacher {path!r} has sha256 {digest[:16]}..., its '
+                              f'manifest {manifest_path} says {entry["sha256"][:16]}...: the '
+                              f'file is damaged (a git LFS pointer?); restore it from the '
+                              f'repository or use --train-teacher')
+    print(f'[demo] teacher: {path} (trained by tools/train.py, {entry["epochs"]} epochs, seed '
+          f'{entry["seed"]}, val AP {entry["val_AP"]}; sha256 verified)', flush=True)
+    return path
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--quick', action='store_true', help='one epoch on 32 images (smoke test)')
     parser.add_argument('--work-dir', default=None)
-    parser.add_argument('--teacher-ckpt', help='use this teacher instead of training one')
-    parser.add_argument('--recipes', nargs='+', default=['none', 'kd', 'ld', 'kd_ld_vlr'])
+    parser.add_argument('--teacher-ckpt', help='use this teacher instead of the shipped one')
+    parser.add_argument('--train-teacher', action='store_true',
+                        help='train the teacher (about 35 min on 2 cores) instead of using the '
+                             'shipped checkpoint')
+    parser.add_argument('--recipes', nargs='+', default=DEFAULT_RECIPES,
+                        help='default: %(default)s')
     parser.add_argument('--seeds', nargs='+', type=int, default=[0])
     parser.add_argument('--epochs', type=int, default=6, help='student schedule (epochs)')
     args = parser.parse_args(argv)
     work_dir = args.work_dir or ('work_dirs/demo-quick' if args.quick else 'work_dirs/demo')
-    options = [f'{k}={v}' for k, v in QUICK_OPTIONS.items()] if args.quick else []
+    options = ['--epochs', '1', '--cfg-options'] + [f'{k}={v}' for k, v in
+                                                    QUICK_OPTIONS.items()] if args.quick else []
 
     t0 = time.time()
-    ckpt = args.teacher_ckpt or teacher_checkpoint(work_dir, options)
+    if args.teacher_ckpt:
+        ckpt = args.teacher_ckpt
+    elif args.train_teacher:
+        ckpt = teacher_checkpoint(work_dir, options)
+    else:
+        ckpt = shipped_teacher()
     t_teacher = time.time() - t0
     grid = ['--student', STUDENT, '--teacher', TEACHER, '--teacher-ckpt', ckpt,
             '--recipes', *args.recipes, '--seeds', *map(str, args.seeds),
@@ -91,7 +136,9 @@ def main(argv=None):
             '--title', f'digits-scenes val: tiny GFL R50 teacher -> R18 student, '
                        f'{1 if args.quick else args.epochs} student epoch(s), '
                        f'{len(args.seeds)} seed(s)' + (' (--quick: smoke test)' * args.quick)]
-    grid += ['--cfg-options'] + options if args.quick else ['--epochs', str(args.epochs)]
+    grid += ['--epochs', '1' if args.quick else str(args.epochs)]
+    if args.quick:
+        grid += options[2:]
     compare.main(grid)
     print(f'[demo] done in {time.time() - t0:.0f} s wall (teacher: {t_teacher:.0f} s)', flush=True)
     if args.quick:
@@ -99,5 +146,7 @@ def main(argv=None):
               'expected. `make demo` runs the real thing.)')
 
 
+cli_main = cli(main)
+
 if __name__ == '__main__':
-    main()
+    cli_main()

@@ -22,7 +22,7 @@ import torch
 from mmengine.dataset import pseudo_collate
 
 import distill  # noqa: F401  (compat fixes + registries)
-from distill.cli.common import build_plain_dataset, load_config
+from distill.cli.common import build_plain_dataset, cli, load_config
 
 COLORS = {'main': (0.1, 0.8, 0.2), 'vlr': (1.0, 0.55, 0.0)}
 
@@ -42,7 +42,8 @@ def region_masks(cfg, checkpoint: str | None, split: str, index: int, gamma: flo
                          teacher_taps=dict(head=dict(type='ModuleOutputs', source='bbox_head')),
                          edges=edges)
     if checkpoint:
-        load_weights_strict(graph.architecture, checkpoint, role='student')
+        load_weights_strict(graph.architecture, checkpoint, role='student',
+                            config=f'the student config {cfg.filename}')
     graph.eval()
     data = graph.data_preprocessor(pseudo_collate([item]), False)
     with torch.no_grad():
@@ -114,5 +115,7 @@ def main(argv=None):
     return masks
 
 
+cli_main = cli(main)
+
 if __name__ == '__main__':
-    main()
+    cli_main()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 
 import distill  # noqa: F401  (compat fixes + registries)
+from distill.cli.common import cli
 from distill.export import export_student
 
 
@@ -26,5 +27,7 @@ def main(argv=None):
     print(f'student checkpoint: {ckpt}\nstudent config:     {cfg}')
 
 
+cli_main = cli(main)
+
 if __name__ == '__main__':
-    main()
+    cli_main()

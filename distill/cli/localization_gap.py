@@ -24,7 +24,7 @@ from mmengine.dataset import pseudo_collate
 from torch import Tensor
 
 import distill  # noqa: F401  (compat fixes + registries)
-from distill.cli.common import build_plain_dataset
+from distill.cli.common import build_plain_dataset, cli
 
 
 def decode_boxes(head, reg: Tensor, anchors: Tensor, strides: Tensor) -> Tensor:
@@ -89,7 +89,8 @@ def measure(args) -> dict[str, Tensor]:
 
     cfg = build_distill_config(args.student, 'ld', args.teacher, args.teacher_ckpt)
     graph, _, _ = build_train_parts(cfg, 1)
-    load_weights_strict(graph.architecture, args.student_ckpt, role='student')
+    load_weights_strict(graph.architecture, args.student_ckpt, role='student',
+                        config=f'the student config {args.student}')
     graph.eval()
     dataset = build_plain_dataset(cfg, args.split)  # no random flip in the numbers
     n = min(args.num_images, len(dataset))
@@ -128,5 +129,7 @@ def main(argv=None):
     return res
 
 
+cli_main = cli(main)
+
 if __name__ == '__main__':
-    main()
+    cli_main()

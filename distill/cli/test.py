@@ -4,6 +4,11 @@ Usage::
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out metrics.json]
         [--cfg-options k=v ...]
+
+The checkpoint must fit the config key for key (a checkpoint of another model, or a
+distillation run's checkpoint given with a plain detector config, is an error that says what to
+do). ``--out`` writes strict JSON: an AP that pycocotools cannot compute (no object of that
+size) is ``null``; the printed table shows it as ``n/a``.
 """
 
 from __future__ import annotations
@@ -16,10 +21,14 @@ import distill  # noqa: F401  (compat fixes + registries)
 from distill.cli.common import (
     add_cfg_options,
     check_checkpoint,
+    cli,
     coco_row,
     format_coco_table,
+    json_safe,
     load_config,
 )
+from distill.compat import atomic_write
+from distill.run_record import checked_runner
 
 
 def parse_args(argv=None):
@@ -37,9 +46,11 @@ def parse_args(argv=None):
 
 def evaluate(config: str, checkpoint: str, work_dir: str | None = None,
              cfg_options: dict | None = None, launcher: str = 'none') -> dict:
-    """Run the config's test loop on ``checkpoint``; returns the metrics dict."""
-    from mmengine.runner import Runner
+    """Run the config's test loop on ``checkpoint``; returns the metrics dict.
 
+    Raises:
+        CheckpointError: the checkpoint is missing, unreadable or does not fit the config.
+    """
     check_checkpoint(checkpoint)
     if work_dir is None:
         work_dir = osp.join('work_dirs', osp.splitext(osp.basename(config))[0], 'test')
@@ -47,8 +58,7 @@ def evaluate(config: str, checkpoint: str, work_dir: str | None = None,
     cfg.load_from = checkpoint
     cfg.resume = False
     cfg.launcher = launcher
-    runner = Runner.from_cfg(cfg)
-    return runner.test()
+    return checked_runner(cfg).test()
 
 
 def main(argv=None):
@@ -59,11 +69,13 @@ def main(argv=None):
     name = osp.splitext(osp.basename(args.config))[0]
     print(format_coco_table({name: row}), flush=True)
     if args.out:
-        with open(args.out, 'w') as f:
-            json.dump(dict(config=args.config, checkpoint=args.checkpoint, ap=row,
-                           metrics={k: float(v) for k, v in metrics.items()}), f, indent=2)
+        record = dict(config=args.config, checkpoint=args.checkpoint, ap=row,
+                      metrics={k: float(v) for k, v in metrics.items()})
+        atomic_write(json.dumps(json_safe(record), indent=2, allow_nan=False), args.out)
     return metrics
 
 
+cli_main = cli(main)
+
 if __name__ == '__main__':
-    main()
+    cli_main()

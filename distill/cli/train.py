@@ -2,12 +2,15 @@
 
 Usage::
 
-    python tools/train.py configs/tiny/gfl_s_digits.py [--work-dir DIR] [--resume [CKPT]]
-        [--seed N] [--cfg-options k=v ...] [--launcher pytorch]
+    python tools/train.py configs/tiny/gfl_s_digits.py [--work-dir DIR] [--epochs N]
+        [--resume [CKPT]] [--force-resume] [--seed N] [--cfg-options k=v ...]
+        [--launcher pytorch]
 
 Progress and ETA are printed by mmengine's logger; COCO AP is evaluated every ``val_interval``
-epochs. Checkpoints are written atomically (distill.compat), and ``--resume`` continues from
-the last checkpoint of the work dir (or from the given one) at its saved iteration.
+epochs, and ``curves.png`` (losses and val AP per epoch) is redrawn in the work dir after each
+evaluation. Checkpoints are written atomically (distill.compat), and ``--resume`` continues from
+the last checkpoint of the work dir (or from the given one) at its saved iteration, after
+checking that the checkpoint belongs to the same run (see :mod:`distill.run_record`).
 """
 
 from __future__ import annotations
@@ -15,15 +18,21 @@ from __future__ import annotations
 import argparse
 
 import distill  # noqa: F401  (compat fixes + registries)
-from distill.cli.common import add_cfg_options, check_checkpoint, load_config
+from distill.cli.common import add_cfg_options, add_epochs_option, cli, load_config
+from distill.run_record import check_before_run, checked_runner
 
 
 def add_run_arguments(parser, default_work_dir: str, dist_script: str) -> None:
-    """``--work-dir``, ``--resume``, ``--seed``, ``--cfg-options``, ``--launcher``."""
+    """``--work-dir``, ``--epochs``, ``--resume``, ``--force-resume``, ``--seed``,
+    ``--cfg-options``, ``--launcher``."""
     parser.add_argument('--work-dir', help=f'where logs and checkpoints go (default: '
                         f'{default_work_dir})')
+    add_epochs_option(parser)
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from CKPT, or from the latest checkpoint in the work dir')
+    parser.add_argument('--force-resume', action='store_true',
+                        help='resume even if the checkpoint was trained with another model, '
+                             'recipe, teacher or training data (the differences are logged)')
     parser.add_argument('--seed', type=int, help='override randomness.seed')
     add_cfg_options(parser)
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -39,7 +48,8 @@ def parse_args(argv=None):
 
 
 def apply_run_options(cfg, args) -> None:
-    """Apply ``--launcher``, ``--seed`` and ``--resume`` to a loaded config, in place."""
+    """Apply ``--launcher``, ``--seed`` and ``--resume`` to a loaded config, in place; check
+    the checkpoint to resume or load (it exists, loads, and belongs to this run)."""
     cfg.launcher = args.launcher
     if args.seed is not None:
         cfg.randomness = dict(cfg.get('randomness') or {}, seed=args.seed)
@@ -47,18 +57,19 @@ def apply_run_options(cfg, args) -> None:
         cfg.resume = True
         cfg.load_from = None
     elif args.resume is not None:
-        check_checkpoint(args.resume)
         cfg.resume = True
         cfg.load_from = args.resume
+    custom = list(cfg.get('custom_hooks') or [])
+    if not any(h.get('type') == 'TrainingCurvesHook' for h in custom):
+        cfg.custom_hooks = custom + [dict(type='TrainingCurvesHook')]
+    check_before_run(cfg, force=getattr(args, 'force_resume', False))
 
 
 def build_runner(args):
     """The configured mmengine Runner (not started)."""
-    from mmengine.runner import Runner
-
-    cfg = load_config(args.config, args.cfg_options, args.work_dir)
+    cfg = load_config(args.config, args.cfg_options, args.work_dir, args.epochs)
     apply_run_options(cfg, args)
-    return Runner.from_cfg(cfg)
+    return checked_runner(cfg)
 
 
 def main(argv=None):
@@ -68,5 +79,7 @@ def main(argv=None):
     return runner
 
 
+cli_main = cli(main)
+
 if __name__ == '__main__':
-    main()
+    cli_main()

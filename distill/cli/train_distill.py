@@ -3,43 +3,51 @@
 Usage::
 
     python tools/train_distill.py --student configs/tiny/gfl_s_digits.py \\
-        --teacher configs/tiny/gfl_l_digits.py --teacher-ckpt work_dirs/gfl_l_digits/epoch_24.pth \\
-        --recipe kd_ld_vlr [--work-dir DIR] [--resume [CKPT]] [--seed N] \\
+        --teacher configs/tiny/gfl_l_digits.py \\
+        --teacher-ckpt checkpoints/gfl_l_digits_e24_seed0.pth --recipe kd_ld_vlr \\
+        [--epochs N] [--work-dir DIR] [--resume [CKPT]] [--force-resume] [--seed N] \\
         [--cfg-options k=v ...] [--launcher pytorch]
 
 The student config gives everything but the model's teacher and edges: data, schedule,
-optimizer, hooks, evaluation (``--cfg-options`` override it, e.g. ``train_cfg.max_epochs=6``).
-The teacher config gives only the teacher's model; the recipe (``configs/recipes/<name>.py``
-or a file) gives the edges. The assembled config is written to the work dir, as mmengine does.
-Before training, the pair is checked (classes, ``reg_max``, strides, priors per location, input
-normalisation) and the teacher checkpoint must fit the teacher config key for key.
+optimizer, hooks, evaluation (``--epochs`` shortens the schedule with scaled lr milestones;
+``--cfg-options`` override it). The teacher config gives only the teacher's model; the recipe
+(``configs/recipes/<name>.py`` or a file) gives the edges. The assembled config is written to the
+work dir, as mmengine does, with ``distill`` recording what defines the run (configs, recipe,
+teacher checkpoint and its sha256), which ``--resume`` checks. Before training, the recipe's
+edges are checked (loss and region types, taps, fields), the pair is checked (classes,
+``reg_max``, strides, priors per location, input normalisation) and the teacher checkpoint must
+fit the teacher config key for key. Configs and recipes are found from any directory.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import os.path as osp
 
-from mmengine.config import Config, ConfigDict
+from mmengine.config import ConfigDict
 
 import distill  # noqa: F401  (compat fixes + registries)
-from distill.cli.common import check_checkpoint, load_config
+from distill.cli.common import check_checkpoint, cli, load_config, read_config
 from distill.cli.train import add_run_arguments, apply_run_options
-
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-RECIPE_DIR = osp.join(REPO, 'configs', 'recipes')
+from distill.datasets.cache import sha256_file
+from distill.errors import ConfigError, RecipeError
+from distill.graph.algorithm import DEFAULT_STUDENT_TAPS, DEFAULT_TEACHER_TAPS
+from distill.graph.recipe_check import check_edges
+from distill.paths import find_resource, recipe_dir
+from distill.run_record import checked_runner
 
 
 def resolve_recipe(recipe: str) -> str:
     """The recipe file of a name (``configs/recipes/<name>.py``) or a path."""
-    if osp.isfile(recipe):
-        return recipe
-    path = osp.join(RECIPE_DIR, f'{recipe}.py')
+    found = find_resource(recipe)
+    if found and osp.isfile(found):
+        return found
+    path = osp.join(recipe_dir(), f'{recipe}.py')
     if not osp.isfile(path):
-        import glob
-        known = sorted(osp.basename(p)[:-3] for p in glob.glob(osp.join(RECIPE_DIR, '*.py')))
-        raise FileNotFoundError(f'recipe {recipe!r} is neither a file nor one of {known} '
-                                f'(in {RECIPE_DIR})')
+        known = sorted(osp.basename(p)[:-3] for p in glob.glob(osp.join(recipe_dir(), '*.py')))
+        raise RecipeError(f'--recipe {recipe!r} is neither a file nor one of {known} (in '
+                          f'{recipe_dir()}): give a recipe name or a recipe file')
     return path
 
 
@@ -49,7 +57,7 @@ def recipe_name(recipe: str) -> str:
 
 def build_distill_config(student: str, recipe: str, teacher: str | None = None,
                          teacher_ckpt: str | None = None, cfg_options: dict | None = None,
-                         work_dir: str | None = None) -> Config:
+                         work_dir: str | None = None, epochs: int | None = None):
     """The runnable config of one distillation run.
 
     Args:
@@ -60,30 +68,42 @@ def build_distill_config(student: str, recipe: str, teacher: str | None = None,
         teacher_ckpt (str, optional): Teacher weights, path or URL.
         cfg_options (dict, optional): Overrides of the student config.
         work_dir (str, optional): Default ``work_dirs/<student>__<recipe>``.
+        epochs (int, optional): Shorten the student's schedule (milestones scaled).
 
     Returns:
         Config: with ``model`` a ``DistillGraph`` and ``distill`` recording the inputs.
+
+    Raises:
+        RecipeError: the recipe's edges name an unknown loss, region or tap, or miss a field.
+        ConfigError: a config cannot be read, or a teacher is missing for a recipe with edges.
+        CheckpointError: the teacher checkpoint is missing or unreadable.
     """
     recipe_file = resolve_recipe(recipe)
-    edges = Config.fromfile(recipe_file).get('edges', [])
+    edges = read_config(recipe_file, 'recipe file').get('edges', [])
+    check_edges(edges, recipe_file, DEFAULT_STUDENT_TAPS, DEFAULT_TEACHER_TAPS)
     name = f'{osp.splitext(osp.basename(student))[0]}__{recipe_name(recipe_file)}'
-    cfg = load_config(student, cfg_options,
-                      work_dir or osp.join('work_dirs', name))
+    cfg = load_config(student, cfg_options, work_dir or osp.join('work_dirs', name), epochs)
     graph = dict(_scope_='mmrazor', type='DistillGraph',
-                 architecture=dict(cfg.model, _scope_='mmdet'), edges=list(edges))
+                 architecture=dict(cfg.model, _scope_='mmdet'), edges=list(edges),
+                 edges_source=recipe_file)
+    record = dict(student=cfg.filename, teacher=None, teacher_ckpt=None,
+                  teacher_ckpt_sha256=None, recipe=recipe_name(recipe_file),
+                  recipe_file=recipe_file)
     if edges:
         if teacher is None or teacher_ckpt is None:
-            raise ValueError(f'recipe {recipe_file} has edges {[e["name"] for e in edges]}: '
-                             f'give --teacher and --teacher-ckpt')
+            raise ConfigError(f'recipe {recipe_file} has edges {[e["name"] for e in edges]}: '
+                              f'give --teacher CONFIG and --teacher-ckpt CKPT (or --recipe none '
+                              f'for the student alone)')
+        teacher_cfg = read_config(teacher, 'teacher config')
         if not teacher_ckpt.startswith(('http://', 'https://')):
+            teacher_ckpt = find_resource(teacher_ckpt) or teacher_ckpt
             check_checkpoint(teacher_ckpt)
-        teacher_cfg = Config.fromfile(teacher)
+            record['teacher_ckpt_sha256'] = sha256_file(teacher_ckpt)
         graph.update(teacher=dict(teacher_cfg.model, _scope_='mmdet'), teacher_ckpt=teacher_ckpt,
-                     pair_names=(student, teacher))
+                     pair_names=(cfg.filename, teacher_cfg.filename))
+        record.update(teacher=teacher_cfg.filename, teacher_ckpt=teacher_ckpt)
     cfg.model = ConfigDict(graph)
-    cfg.distill = dict(student=student, teacher=teacher if edges else None,
-                       teacher_ckpt=teacher_ckpt if edges else None,
-                       recipe=recipe_name(recipe_file), recipe_file=recipe_file)
+    cfg.distill = record
     return cfg
 
 
@@ -101,12 +121,10 @@ def parse_args(argv=None):
 
 def build_runner(args):
     """The configured mmengine Runner (not started)."""
-    from mmengine.runner import Runner
-
     cfg = build_distill_config(args.student, args.recipe, args.teacher, args.teacher_ckpt,
-                               args.cfg_options, args.work_dir)
+                               args.cfg_options, args.work_dir, args.epochs)
     apply_run_options(cfg, args)
-    return Runner.from_cfg(cfg)
+    return checked_runner(cfg)
 
 
 def main(argv=None):
@@ -115,5 +133,7 @@ def main(argv=None):
     return runner
 
 
+cli_main = cli(main)
+
 if __name__ == '__main__':
-    main()
+    cli_main()

@@ -12,6 +12,12 @@ Layout of one prepared dataset (COCO convention)::
 The cache root is ``$DISTILL_DATA`` if set, else ``~/.cache/distill/datasets``. Generation writes
 into a temporary sibling directory and renames it into place, under a file lock, so concurrent
 processes (DDP ranks, parallel tests) generate once and never see a half-written dataset.
+
+A directory without ``MANIFEST.json`` (an interrupted older layout) is deleted and generated
+again. A directory with a manifest is checked on every use (:func:`verify_prepared`: the manifest
+must be JSON and describe this dataset, and each json must still have the sha256 it records, a
+few milliseconds); a damaged one is an error that names the file and says to delete the
+directory. It is not deleted automatically: other processes may be reading it.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from typing import Callable
 from mmengine.logging import print_log
 
 from distill.compat import atomic_write
+
+from .errors import DatasetConfigError, short
 
 SPLITS = ('train', 'val')
 
@@ -80,12 +88,14 @@ def ensure_prepared(name: str, version: int, seed: int,
     """
     target = prepared_dir(name, version, seed, root)
     if (target / 'MANIFEST.json').is_file():
+        verify_prepared(target, name, version, seed)
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     lock_path = target.parent / f'.{target.name}.lock'
     with open(lock_path, 'w') as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be generating it right now
         if (target / 'MANIFEST.json').is_file():
+            verify_prepared(target, name, version, seed)
             return target
         tmp = target.parent / f'.{target.name}.tmp-{os.getpid()}'
         shutil.rmtree(tmp, ignore_errors=True)
@@ -104,6 +114,48 @@ def ensure_prepared(name: str, version: int, seed: int,
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return target
+
+
+def verify_prepared(target: Path, name: str, version: int, seed: int) -> dict:
+    """Check a prepared directory against its ``MANIFEST.json``; returns the manifest.
+
+    Raises:
+        DatasetConfigError: The manifest is not JSON, describes another dataset or lacks its
+            ``sha256`` table, or a json it lists is missing or no longer has its sha256 (deleted,
+            truncated or edited). The message names the file and says to delete ``target``.
+    """
+    path = target / 'MANIFEST.json'
+    fix = f'the dataset cache is damaged: delete the directory {target} and it is generated again'
+
+    def damaged(what: str) -> DatasetConfigError:
+        return DatasetConfigError(f'{what}; {fix} on next use')
+
+    try:
+        manifest = json.loads(path.read_bytes())
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise damaged(f'{path}: not valid JSON ({type(e).__name__}: {e}; '
+                      f'{path.stat().st_size} bytes)') from e
+    if not isinstance(manifest, dict):
+        raise damaged(f'{path}: top level is a JSON {type(manifest).__name__}, not an object')
+    expected = dict(name=name, version=version, seed=seed)
+    for field, value in expected.items():
+        if manifest.get(field) != value:
+            raise damaged(f'{path}: field {field!r} is {short(manifest.get(field))}, expected '
+                          f'{value!r} (this directory holds another dataset)')
+    digests = manifest.get('sha256')
+    if not isinstance(digests, dict) or not digests:
+        raise damaged(f"{path}: field 'sha256' is {short(digests)}, expected a table "
+                      "{relative path: sha256}")
+    for rel, digest in sorted(digests.items()):
+        file = target / rel
+        if not file.is_file():
+            raise damaged(f'{file}: listed in {path} (sha256 field {rel!r}) but missing')
+        actual = sha256_file(file)
+        if actual != digest:
+            raise damaged(f'{file}: sha256 is {actual[:16]}... but {path} field sha256[{rel!r}] '
+                          f'records {str(digest)[:16]}... (the file was truncated or edited, '
+                          f'{file.stat().st_size} bytes now)')
+    return manifest
 
 
 def coco_skeleton(classes: tuple[str, ...]) -> dict:

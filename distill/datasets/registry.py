@@ -8,6 +8,7 @@ from typing import Callable
 
 from . import digits_scenes, trees
 from .cache import ensure_prepared
+from .errors import DatasetConfigError, short
 
 
 @dataclass(frozen=True)
@@ -27,12 +28,18 @@ EMBEDDED = {
 
 
 def embedded_info(name: str) -> EmbeddedDataset:
-    """Look up an embedded dataset, with an error listing the known names."""
+    """Look up an embedded dataset, with an error listing the known names.
+
+    Raises:
+        DatasetConfigError: ``name`` is not an embedded dataset.
+    """
     try:
         return EMBEDDED[name]
-    except KeyError:
-        raise KeyError(f'unknown embedded dataset name={name!r}; known: {sorted(EMBEDDED)}. '
-                       'For your own COCO-format data use CheckedCocoDataset (README).') from None
+    except (KeyError, TypeError):  # TypeError: an unhashable name, e.g. a list
+        raise DatasetConfigError(
+            f'unknown embedded dataset name={short(name)}; set name to one of '
+            f'{sorted(EMBEDDED)}, or use CheckedCocoDataset for your own COCO-format data '
+            '(README, Datasets)') from None
 
 
 def prepare_embedded(name: str, seed: int = 0, root: str | None = None) -> Path:

@@ -26,7 +26,9 @@ from mmrazor.registry import MODELS, TASK_UTILS
 from torch import Tensor, nn
 
 from distill.checkpoint import load_weights_strict
+from distill.errors import DistillError, RecipeError
 from distill.graph.pair_check import check_pair
+from distill.graph.recipe_check import check_edges
 from distill.regions.base import RegionContext, flatten_levels
 
 #: Taps every recipe may use: the head's outputs (``index`` 0: class logits, 1: box logits)
@@ -39,7 +41,7 @@ DEFAULT_TEACHER_TAPS = dict(head=dict(type='ModuleOutputs', source='bbox_head'))
 DEFAULT_CONTEXT = dict(cls=dict(tap='head', index=0), labels=dict(tap='assign', index=1))
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(DistillError, FloatingPointError):
     """A loss became NaN or infinite; the message names the edge."""
 
 
@@ -52,6 +54,20 @@ def _in_scope(cfg, scope: str):
 
 def _build(cfg, registry):
     return registry.build(copy.deepcopy(cfg)) if isinstance(cfg, dict) else cfg
+
+
+def _check_tap_sources(manager: RecorderManager, model: nn.Module, side: str,
+                       pair_names: tuple[str, str], source: str) -> None:
+    """Every ``ModuleOutputs`` tap must name a submodule of its model (mmrazor would hook
+    nothing and the first step would fail reading an empty record)."""
+    modules = dict(model.named_modules())
+    for name, recorder in manager.recorders.items():
+        if type(recorder).__name__ == 'ModuleOutputsRecorder' and recorder.source not in modules:
+            where = pair_names[0] if side == 'student' else pair_names[1]
+            heads = [m for m in modules if m and '.' not in m]
+            raise RecipeError(f'{source}: {side} tap {name!r} records module '
+                              f'{recorder.source!r}, which {type(model).__name__} ({where}) '
+                              f'does not have; its top-level modules are {heads}')
 
 
 def read_tap(manager: RecorderManager, spec: dict):
@@ -87,6 +103,7 @@ class DistillGraph(BaseAlgorithm):
         anchor_free_scale (float): Side of the preset square anchor, in strides, that stands in
             for priors when the student is anchor-free (LD paper, VLR).
         pair_names (tuple[str, str]): How errors name the student and the teacher (config files).
+        edges_source (str): How errors name the edges (the recipe file).
         data_preprocessor (dict, optional): Default: the student's.
         init_cfg (dict, optional): mmengine init config.
     """
@@ -96,7 +113,13 @@ class DistillGraph(BaseAlgorithm):
                  teacher_taps: dict | None = None, context: dict | None = None,
                  anchor_free_scale: float = 8.0,
                  pair_names: tuple[str, str] = ('student', 'teacher'),
-                 data_preprocessor=None, init_cfg=None):
+                 edges_source: str = 'edges', data_preprocessor=None, init_cfg=None):
+        student_taps = DEFAULT_STUDENT_TAPS if student_taps is None else student_taps
+        if teacher_taps is None:
+            teacher_taps = DEFAULT_TEACHER_TAPS if (teacher is not None or edges) else {}
+        edge_cfgs = [dict(e) if isinstance(e, dict) else e for e in edges]
+        # Before anything is built: a recipe mistake names the recipe file and the edge.
+        check_edges(edge_cfgs, edges_source, student_taps, teacher_taps)
         # Built the same whatever default scope the caller left current (plain Python,
         # an mmdet runner, tests): our losses, regions and recorders live in mmrazor's
         # registries, the detectors in mmdet's.
@@ -110,34 +133,28 @@ class DistillGraph(BaseAlgorithm):
                 if teacher_ckpt is None:
                     raise ValueError(f'a teacher ({pair_names[1]}) needs teacher_ckpt: a randomly '
                                      f'initialised teacher teaches nothing')
-                load_weights_strict(teacher, teacher_ckpt, role='teacher')
+                load_weights_strict(teacher, teacher_ckpt, role='teacher',
+                                    config=f'the teacher config {pair_names[1]}')
                 teacher.eval()
                 teacher.requires_grad_(False)
             # Held outside the module tree on purpose (see the module docstring); _apply moves it.
             object.__setattr__(self, '_teacher', teacher)
+            self.edge_cfgs = edge_cfgs
 
-            self.edge_cfgs = [dict(e) for e in edges]
-            names = [e.get('name') for e in self.edge_cfgs]
-            for e in self.edge_cfgs:
-                if e.get('normalize', 'weight') not in ('weight', 'count'):
-                    raise ValueError(f"edge {e.get('name')!r}: normalize must be 'weight' or "
-                                     f"'count', got {e['normalize']!r}")
-            if None in names or len(set(names)) != len(names):
-                raise ValueError(f'every edge needs a unique name, got {names}')
             self.edge_losses = nn.ModuleDict(
                 {e['name']: _build(e['loss'], MODELS) for e in self.edge_cfgs})
             self.regions = {e['name']: _build(e['region'], TASK_UTILS) for e in self.edge_cfgs}
 
-            student_taps = DEFAULT_STUDENT_TAPS if student_taps is None else student_taps
-            if teacher_taps is None:
-                teacher_taps = DEFAULT_TEACHER_TAPS if (teacher is not None or edges) else {}
             self.self_distill = teacher is None and bool(teacher_taps)
             self.context_cfg = dict(DEFAULT_CONTEXT, **(context or {}))
             self.anchor_free_scale = anchor_free_scale
             self.student_recorders = RecorderManager(student_taps if edges else {})
             self.teacher_recorders = RecorderManager(teacher_taps if edges else {})
-            self.student_recorders.initialize(self.architecture)
-            self.teacher_recorders.initialize(teacher if teacher is not None else self.architecture)
+            tapped = teacher if teacher is not None else self.architecture
+            for manager, model, side in ((self.student_recorders, self.architecture, 'student'),
+                                         (self.teacher_recorders, tapped, 'teacher')):
+                _check_tap_sources(manager, model, side, pair_names, edges_source)
+                manager.initialize(model)
             self._prior_cache: dict = {}
             #: The region weights (detached, ``Tensor[B, N]``) of the last step, per edge name: for
             #: inspection and drawing (``tools/draw_regions.py``).
@@ -221,7 +238,11 @@ class DistillGraph(BaseAlgorithm):
             # each rank's denominator the global one over the world size, as mmdet does.
             norm = w.sum() if edge.get('normalize', 'weight') == 'weight' else w.new_tensor(
                 float(w.numel()))
-            avg = reduce_mean(norm.detach()).clamp(min=1.0)
+            # No clamp at 1 (mmdet's habit for counts): a total weight below 1 (confidences of
+            # ~0.01 early in training) or fewer priors than GPUs would then turn the mean into a
+            # sum that depends on the per-GPU batch. Only an empty region (numerator 0) meets
+            # the eps floor, and gives 0.
+            avg = reduce_mean(norm.detach()).clamp(min=torch.finfo(norm.dtype).eps)
             out[f'loss_{name}'] = self.edge_losses[name](s[keep], t[keep], weight=w,
                                                          avg_factor=avg)
         return out

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from distill.cli import browse_dataset, demo
@@ -33,21 +34,52 @@ def test_browse_draws_box_edges_on_the_bounded_pixels(tmp_path, data_cache):
 def test_quick_demo_trains_teacher_and_students_and_prints_the_table(tmp_path, capsys,
                                                                       monkeypatch):
     monkeypatch.chdir(REPO)
-    demo.main(['--quick', '--work-dir', str(tmp_path)])
+    demo.main(['--quick', '--train-teacher', '--work-dir', str(tmp_path)])
     out = capsys.readouterr().out
     rows = [[c.strip() for c in line.strip('|').split('|')] for line in out.splitlines()
             if line.startswith('| ')]
     assert rows[0][:8] == ['model', 'seeds', 'AP', 'AP50', 'AP75', 'APs', 'APm', 'APl']
     assert [r[0] for r in rows[1:]] == ['teacher', 'student (none)', 'student + kd',
-                                        'student + ld', 'student + kd_ld_vlr']
-    for name in ('comparison.md', 'comparison.csv', 'comparison.png'):
+                                        'student + ld']
+    for name in ('comparison.md', 'comparison.csv', 'comparison.png', 'comparison_curves.png'):
         assert (tmp_path / name).stat().st_size > 0
     assert (tmp_path / 'teacher_train' / 'DONE').is_file()
-    for recipe in ('none', 'kd', 'ld', 'kd_ld_vlr'):
+    for recipe in ('none', 'kd', 'ld'):
         assert (tmp_path / recipe / 'seed0' / 'final_metrics.json').is_file()
+        assert (tmp_path / recipe / 'seed0' / 'curves.png').is_file()
     # a second call reuses the teacher and every finished run, and prints the same table
-    demo.main(['--quick', '--work-dir', str(tmp_path)])
+    demo.main(['--quick', '--train-teacher', '--work-dir', str(tmp_path)])
     again = capsys.readouterr().out
-    assert 'reusing the teacher' in again and again.count(': reused ...') == 4
+    assert 'reusing the teacher' in again and again.count(': reused ...') == 3
     assert [line for line in again.splitlines() if line.startswith('| ')] == \
         [line for line in out.splitlines() if line.startswith('| ')]
+
+
+def test_shipped_teacher_is_verified_and_fits_its_config(tmp_path, monkeypatch):
+    """The demo's teacher: its sha256 matches the manifest, its weights fit the config key for
+    key; a damaged copy is refused with the file named."""
+    import shutil
+
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from distill.checkpoint import load_weights_strict
+    from distill.errors import CheckpointError
+
+    path = demo.shipped_teacher()
+    manifest = json.loads((REPO / 'checkpoints' / 'MANIFEST.json').read_text())
+    entry = manifest[demo.TEACHER_NAME]
+    assert entry['config'] == demo.TEACHER and entry['seed'] == 0 and entry['epochs'] == 24
+    init_default_scope('mmdet')
+    model = MODELS.build(Config.fromfile(REPO / demo.TEACHER).model)
+    load_weights_strict(model, path, role='teacher')
+    # a damaged copy next to a copied manifest: refused, naming the file
+    (tmp_path / 'checkpoints').mkdir()
+    shutil.copy(REPO / 'checkpoints' / 'MANIFEST.json', tmp_path / 'checkpoints')
+    data = bytearray(open(path, 'rb').read())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / 'checkpoints' / demo.TEACHER_NAME).write_bytes(bytes(data))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointError, match='has sha256 .* the file is damaged'):
+        demo.shipped_teacher()

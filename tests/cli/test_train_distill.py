@@ -92,12 +92,16 @@ def test_nan_distill_loss_stops_and_keeps_last_checkpoint(tmp_path, straight_run
         (work / name).write_bytes(data)
     before = _sha(work / 'epoch_3.pth')
     bad = save_detector_checkpoint(TEACHER, tmp_path / 'nan_teacher.pth', nan_in='bbox_head')
+    # another teacher than the run's: resuming needs --force-resume (it is refused without)
     proc = subprocess.run(_cmd(repo, work, bad, 4, '--resume'), cwd=repo, env=ENV,
                           capture_output=True, text=True, timeout=900)
-    assert proc.returncode != 0
-    out = proc.stdout + proc.stderr
-    assert 'NonFiniteLossError' in out
-    assert "distill edge(s) ['main_kd', 'main_ld', 'vlr_ld'] became non-finite" in out
+    assert proc.returncode == 2 and 'teacher checkpoint: ' in proc.stderr.splitlines()[-1]
+    proc = subprocess.run(_cmd(repo, work, bad, 4, '--resume', '--force-resume'), cwd=repo,
+                          env=ENV, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]  # our error is the last line printed
+    assert last.startswith("error: distill edge(s) ['main_kd', 'main_ld', 'vlr_ld'] became "
+                           "non-finite"), last
     assert _sha(work / 'epoch_3.pth') == before
     assert (work / 'last_checkpoint').read_text() == str(work / 'epoch_3.pth')
     assert not (work / 'epoch_4.pth').exists()

@@ -11,23 +11,13 @@ import torch
 from distill.cli import test as test_cli
 from distill.cli import train as train_cli
 from distill.cli.common import CheckpointError, ConfigCheckError, load_config
-from tests.helpers import train_iterations
+from tests.helpers import TINY_RUN, train_iterations
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = sorted((REPO / 'configs' / 'tiny').glob('*.py'))
 GFL_S = str(REPO / 'configs' / 'tiny' / 'gfl_s_digits.py')
 
-# A small, fast, deterministic schedule: 8 images, batch 4 -> 2 iterations per epoch.
-SMALL = {
-    'train_dataloader.dataset.indices': 8, 'train_dataloader.batch_size': 4,
-    'train_dataloader.num_workers': 0, 'train_dataloader.persistent_workers': False,
-    'val_dataloader.dataset.indices': 8, 'val_dataloader.num_workers': 0,
-    'val_dataloader.persistent_workers': False,
-    'test_dataloader.dataset.indices': 8, 'test_dataloader.num_workers': 0,
-    'test_dataloader.persistent_workers': False,
-    'train_cfg.val_interval': 100, 'default_hooks.checkpoint.save_best': None,
-    'default_hooks.checkpoint.max_keep_ckpts': -1, 'default_hooks.logger.interval': 1,
-}
+SMALL = TINY_RUN
 
 
 @pytest.mark.parametrize('config', TINY, ids=lambda p: p.stem)
@@ -85,7 +75,7 @@ def test_test_tool_gives_identical_predictions_and_ap_twice(tmp_path, capsys):
     assert [c.strip() for c in table[0].strip('|').split('|')] == \
         ['model', 'AP', 'AP50', 'AP75', 'APs', 'APm', 'APl']
     shown = [c.strip() for c in table[2].strip('|').split('|')]
-    expected = [f"{v:.1f}" if v == v else 'n/a' for v in results[0]['ap'].values()]
+    expected = ['n/a' if v is None else f'{v:.1f}' for v in results[0]['ap'].values()]
     assert shown == ['gfl_s_digits'] + expected
 
 

@@ -1,0 +1,102 @@
+"""Check a recipe's edges when the graph is built, not at the first training step.
+
+A misspelt loss or region type, a tap that no recorder provides or a missing field used to
+surface as a bare ``KeyError`` at the first step, after the data and both models were built.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+
+from distill.errors import RecipeError
+
+REQUIRED = ('name', 'loss', 'student', 'teacher', 'region')
+OPTIONAL = ('normalize',)
+TAP_FIELDS = ('tap', 'index', 'record')
+NORMALIZE = ('weight', 'count')
+
+
+def _near(word: str, options) -> str:
+    close = difflib.get_close_matches(str(word), list(options), n=3, cutoff=0.75)
+    return f'did you mean {close}? ' if close else ''
+
+
+def _check_type(spec, registry, where: str, field: str, ours) -> None:
+    """``spec`` is ``dict(type=..., **kwargs)`` naming a registered class that takes kwargs."""
+    if not isinstance(spec, dict) or 'type' not in spec:
+        raise RecipeError(f'{where}: {field}={spec!r} must be a dict with a type, e.g. '
+                          f'dict(type={ours[0]!r})')
+    name = spec['type']
+    if not isinstance(name, str):
+        return  # a class or a built module (plain Python)
+    cls = registry.get(name)
+    if cls is None:
+        raise RecipeError(f'{where}: {field}.type={name!r} is not a registered {field} '
+                          f'({_near(name, ours)}the distill ones are {sorted(ours)})')
+    kwargs = {k: v for k, v in spec.items() if k not in ('type', '_scope_')}
+    try:
+        inspect.signature(cls).bind(**kwargs)
+    except TypeError as e:
+        params = [p for p in inspect.signature(cls).parameters if p not in ('args', 'kwargs')]
+        raise RecipeError(f'{where}: {field}={spec!r}: {e} ({name} takes {params})') from None
+
+
+def check_edges(edges, source: str, student_taps: dict, teacher_taps: dict) -> None:
+    """Raise :class:`~distill.errors.RecipeError` naming the recipe file and the edge.
+
+    Args:
+        edges (list[dict]): The recipe's edges.
+        source (str): The recipe file (or what to call the edges in messages).
+        student_taps (dict): The student's tap names (recorder configs).
+        teacher_taps (dict): The teacher's tap names.
+    """
+    from mmengine.registry import DefaultScope
+    from mmrazor.registry import MODELS, TASK_UTILS
+
+    from distill import losses, regions
+
+    if not isinstance(edges, (list, tuple)):
+        raise RecipeError(f'{source}: edges={edges!r} must be a list of dicts')
+    names = []
+    with DefaultScope.overwrite_default_scope('mmrazor'):
+        for i, edge in enumerate(edges):
+            if not isinstance(edge, dict):
+                raise RecipeError(f'{source}: edge #{i} is {edge!r}, not a dict(name=..., '
+                                  f'loss=..., student=..., teacher=..., region=...)')
+            where = f'{source}: edge {edge.get("name", f"#{i}")!r}'
+            missing = [k for k in REQUIRED if k not in edge]
+            if missing:
+                raise RecipeError(f'{where} misses field(s) {missing}; an edge needs '
+                                  f'{list(REQUIRED)} (optional: {list(OPTIONAL)})')
+            unknown = [k for k in edge if k not in REQUIRED + OPTIONAL]
+            if unknown:
+                raise RecipeError(f'{where}: unknown field(s) {unknown} '
+                                  f'({_near(unknown[0], REQUIRED + OPTIONAL)}an edge has '
+                                  f'{list(REQUIRED + OPTIONAL)})')
+            names.append(edge['name'])
+            _check_type(edge['loss'], MODELS, where, 'loss', losses.__all__[:2])
+            _check_type(edge['region'], TASK_UTILS, where, 'region',
+                        [n for n in regions.__all__ if n.endswith('Region')])
+            if edge.get('normalize', 'weight') not in NORMALIZE:
+                raise RecipeError(f'{where}: normalize={edge["normalize"]!r}, expected one of '
+                                  f'{list(NORMALIZE)}')
+            for side, taps in (('student', student_taps), ('teacher', teacher_taps)):
+                ref = edge[side]
+                if not isinstance(ref, dict) or 'tap' not in ref:
+                    raise RecipeError(f'{where}: {side}={ref!r} must be dict(tap=<name>, '
+                                      f'index=<output index>)')
+                bad = [k for k in ref if k not in TAP_FIELDS]
+                if bad:
+                    raise RecipeError(f'{where}: {side} has unknown field(s) {bad} (a tap '
+                                      f'reference has {list(TAP_FIELDS)})')
+                if ref['tap'] not in taps:
+                    raise RecipeError(f'{where}: {side}.tap={ref["tap"]!r} does not exist; the '
+                                      f'{side} taps are {sorted(taps)}')
+                index = ref.get('index')
+                if index is not None and (not isinstance(index, int) or index < 0):
+                    raise RecipeError(f'{where}: {side}.index={index!r} must be a '
+                                      f'non-negative int or None')
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes or any(not isinstance(n, str) or not n for n in names):
+        raise RecipeError(f'{source}: every edge needs a unique non-empty name, got {names}')

@@ -101,10 +101,13 @@ def find_run_config(checkpoint: str) -> str | None:
 
 
 def export_command(checkpoint: str) -> str:
-    """The exact ``tools/export_student.py`` command for a distill run's checkpoint."""
+    """The exact export command (``distill-export-student``, i.e. ``tools/export_student.py``)
+    for a distill run's checkpoint."""
     run_cfg = find_run_config(checkpoint) or '<the run config .py in its work dir>'
     out = osp.splitext(checkpoint)[0] + '_student'
-    return f'python tools/export_student.py {run_cfg} {checkpoint} {out}'
+    # the installed console script works from any directory (tools/export_student.py is the
+    # same tool in the repository)
+    return f'distill-export-student {run_cfg} {checkpoint} {out}'
 
 
 def check_fits(own: dict, state: dict, source: str, config: str = 'the config',

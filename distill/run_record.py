@@ -11,11 +11,15 @@ mismatch unless ``--force-resume`` is given.
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import os.path as osp
 
 from distill.checkpoint import check_checkpoint, check_fits, state_dict_of
 from distill.errors import CheckpointError, ResumeMismatchError, WorkDirError
+
+_RUN_IDS = itertools.count()
 
 #: Keys of a model config that do not change what is trained (not compared on resume).
 _IGNORED = ('test_cfg', 'pair_names', 'teacher_ckpt', 'init_cfg')
@@ -48,6 +52,33 @@ def _flat(node, prefix=''):
     return {prefix: node}
 
 
+class TeacherCkpt(tuple):
+    """``(path, sha256)`` of a teacher checkpoint; equal when the sha256s agree, or, for runs
+    recorded before the sha256 was (None), when the absolute paths agree."""
+
+    def __new__(cls, path, sha256):
+        return super().__new__(cls, (path, sha256))
+
+    def __eq__(self, other):
+        if not isinstance(other, TeacherCkpt):
+            return NotImplemented
+        if self[1] and other[1]:
+            return self[1] == other[1]
+        return self[0] == other[0] or (bool(self[0]) and bool(other[0]) and
+                                       osp.abspath(self[0]) == osp.abspath(other[0]))
+
+    def __ne__(self, other):
+        return not self == other
+
+    __hash__ = tuple.__hash__
+
+
+def _ckpt_name(path, sha256) -> str | None:
+    if not path:
+        return None
+    return f'{path} (sha256 {sha256[:12]})' if sha256 else str(path)
+
+
 def run_definition(cfg) -> dict[str, tuple[object, str]]:
     """The fields that define a run: ``{field: (comparable value, how to name it)}``.
 
@@ -62,9 +93,8 @@ def run_definition(cfg) -> dict[str, tuple[object, str]]:
         fields = {
             'student config': (_plain(model.get('architecture')), record.get('student')),
             'teacher config': (_plain(model.get('teacher')), record.get('teacher')),
-            'teacher checkpoint': (record.get('teacher_ckpt_sha256') or ckpt,
-                                   f'{ckpt} (sha256 {str(record.get("teacher_ckpt_sha256"))[:12]})'
-                                   if ckpt else None),
+            'teacher checkpoint': (TeacherCkpt(ckpt, record.get('teacher_ckpt_sha256')),
+                                   _ckpt_name(ckpt, record.get('teacher_ckpt_sha256'))),
             'recipe': (_plain(model.get('edges') or []),
                        f'{record.get("recipe")} (edges '
                        f'{[e.get("name") for e in model.get("edges") or []]})'),
@@ -95,16 +125,27 @@ def compare_runs(old_cfg, new_cfg) -> list[str]:
     return lines
 
 
-def checkpoint_run_config(ckpt: dict, path: str):
-    """The run config stored in a checkpoint's ``meta['cfg']`` (None when it has none)."""
+def checkpoint_run_config(ckpt: dict, path: str, force: bool = False):
+    """The run config stored in a checkpoint's ``meta['cfg']``.
+
+    Returns None (with a warning) when the checkpoint has none, or when it cannot be parsed and
+    ``force`` is set; without ``force`` an unparsable one is an error.
+    """
     from mmengine.config import Config
+    from mmengine.logging import print_log
 
     text = (ckpt.get('meta') or {}).get('cfg')
     if not text:
+        print_log(f'--resume {path!r}: the checkpoint records no run config (meta.cfg): cannot '
+                  f'check that it belongs to this run', logger='current', level=30)
         return None
     try:
         return Config.fromstring(text, file_format='.py')
     except Exception as e:  # noqa: BLE001
+        if force:
+            print_log(f'--force-resume: the run config stored in {path!r} cannot be parsed '
+                      f'({type(e).__name__}); resuming unchecked', logger='current', level=30)
+            return None
         raise CheckpointError(f'checkpoint {path!r}: its stored run config (meta.cfg) cannot be '
                               f'parsed ({type(e).__name__}: {str(e)[:200]}); resume with '
                               f'--force-resume only if you know it is this run') from e
@@ -158,7 +199,7 @@ def check_before_run(cfg, force: bool = False) -> None:
         raise CheckpointError(f'--resume {path!r}: not a training checkpoint (no meta.epoch/'
                               f'meta.iter/optimizer state; e.g. an exported model): to start a '
                               f'new run from its weights use --cfg-options load_from={path}')
-    old = checkpoint_run_config(ckpt, path)
+    old = checkpoint_run_config(ckpt, path, force)
     diffs = compare_runs(old, cfg) if old is not None else []
     if diffs:
         msg = (f'--resume {path!r}: the checkpoint belongs to another run: ' + '; '.join(diffs)
@@ -179,11 +220,17 @@ def checked_runner(cfg):
     """
     from mmengine.runner import Runner
 
+    # mmengine keeps one visualizer per name for the whole process: a second Runner in the same
+    # process (tests, notebooks) with the configs' fixed name 'visualizer' would get the first
+    # run's, and log its scalars into the first run's work dir. A name per run avoids that.
+    if isinstance(cfg.get('visualizer'), dict):
+        cfg.visualizer['name'] = f'visualizer_{os.getpid()}_{next(_RUN_IDS)}'
     runner = Runner.from_cfg(cfg)
     source = cfg.get('load_from')
     if source:
         from distill.checkpoint import load_state_dict_source
-        state = (load_state_dict_source(source) if str(source).startswith(('http', 'https'))
+        state = (load_state_dict_source(source)
+                 if str(source).startswith(('http://', 'https://'))
                  else state_dict_of(check_checkpoint(source)))
         model = runner.model.module if hasattr(runner.model, 'module') else runner.model
         check_fits(model.state_dict(), state, source, f'config {cfg.filename or "(built)"}')

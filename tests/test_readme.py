@@ -4,8 +4,8 @@ walkthrough blocks runs, in order, from a fresh directory, with tiny iteration c
 The blocks are the ```bash blocks right after a line ``<!-- readme-test -->``. Each command
 runs with this interpreter for ``.venv/bin/python``, from a directory holding only a link to
 ``tools/`` (configs, recipes and the shipped teacher are found through the package), with
-``--cfg-options`` that shrink the data to 8 images (2 iterations an epoch), so a drifted file
-name, flag or path fails here.
+``--cfg-options`` that shrink the data to 8 images (2 iterations an epoch; a compare grid is cut
+to 2 recipes and 1 seed), so a drifted file name, flag or path fails here.
 """
 
 import os
@@ -26,7 +26,9 @@ TINY = {
     'train.py': ['--cfg-options', *TINY_TRAIN, *TINY_EVAL],
     'train_distill.py': ['--cfg-options', *TINY_TRAIN, *TINY_EVAL],
     'test.py': ['--cfg-options', *TINY_EVAL[3:]],
-    'compare.py': ['--cfg-options', *TINY_TRAIN, *TINY_EVAL],
+    # the grid cut to 2 recipes x 1 seed (argparse keeps the last --recipes/--seeds)
+    'compare.py': ['--recipes', 'none', 'kd', '--seeds', '0', '--cfg-options', *TINY_TRAIN,
+                   *TINY_EVAL],
     'localization_gap.py': [],
     'export_student.py': [],
     'draw_regions.py': [],

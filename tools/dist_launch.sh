@@ -13,7 +13,7 @@ if [ -z "$PYTHON" ]; then
 fi
 LOG=$(mktemp)
 trap 'rm -f "$LOG"' EXIT
-PYTHONPATH="$HERE/..":$PYTHONPATH \
+PYTHONPATH="$HERE/..${PYTHONPATH:+:$PYTHONPATH}" \
 "$PYTHON" -m torch.distributed.run --nnodes=1 --nproc_per_node="$NPROC" --master_port="$PORT" \
     "$HERE/$TOOL" --launcher pytorch "${@:3}" 2>&1 | tee "$LOG"
 code=${PIPESTATUS[0]}

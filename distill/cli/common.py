@@ -25,7 +25,10 @@ RUNNER_KEYS = frozenset((
     'val_cfg', 'test_cfg', 'auto_scale_lr', 'optim_wrapper', 'param_scheduler', 'val_evaluator',
     'test_evaluator', 'default_hooks', 'custom_hooks', 'data_preprocessor', 'load_from',
     'resume', 'launcher', 'env_cfg', 'log_processor', 'log_level', 'visualizer',
-    'default_scope', 'randomness', 'experiment_name'))
+    'default_scope', 'randomness', 'experiment_name',
+    # read by the Runner through self.cfg (DDP wrapper, torch.compile, SyncBN, ...)
+    'model_wrapper_cfg', 'find_unused_parameters', 'sync_bn', 'compile',
+    'activation_checkpointing', 'efficient_conv_bn_eval', 'tta_model', 'tta_pipeline'))
 
 
 class ConfigCheckError(ConfigError):
@@ -149,9 +152,9 @@ def scaled_schedule(cfg: Config, epochs: int) -> dict:
     """``--cfg-options`` that change ``cfg``'s schedule to ``epochs`` epochs.
 
     ``train_cfg.max_epochs`` becomes ``epochs``; the milestones of every epoch-based scheduler
-    are scaled by ``epochs / max_epochs`` (rounded down, at least 1), and so are their ``end``
-    (capped at ``epochs``); ``val_interval`` is capped at ``epochs`` so that the last epoch is
-    evaluated.
+    are scaled by ``epochs / max_epochs`` (rounded down, at least 1), and so are its other epoch
+    counts (``begin``, ``end``, ``T_max``, ``step_size``, ``total_iters``; ``max_epochs`` or more
+    becomes ``epochs``). ``val_interval`` stays: mmengine always evaluates the last epoch.
     """
     if epochs < 1:
         raise ConfigError(f'--epochs {epochs}: must be at least 1')
@@ -160,20 +163,18 @@ def scaled_schedule(cfg: Config, epochs: int) -> dict:
         raise ConfigError(f'--epochs: {cfg.filename} has no train_cfg.max_epochs (an '
                           f'iteration-based schedule?); set train_cfg.max_iters instead')
     options = {'train_cfg.max_epochs': epochs}
-    interval = cfg.train_cfg.get('val_interval', 1)
-    if interval > epochs or epochs % interval:
-        options['train_cfg.val_interval'] = epochs if interval > epochs else \
-            math.gcd(epochs, interval)
     for i, sched in enumerate(cfg.get('param_scheduler') or []):
         if not sched.get('by_epoch', True):
             continue
         if 'milestones' in sched:
             options[f'param_scheduler.{i}.milestones'] = [max(1, m * epochs // old)
                                                          for m in sched.milestones]
-        if sched.get('end') is not None and sched.end >= old:
-            options[f'param_scheduler.{i}.end'] = epochs
-        elif sched.get('end') is not None:
-            options[f'param_scheduler.{i}.end'] = max(1, sched.end * epochs // old)
+        # every other epoch count of the scheduler scales the same way (a cosine's T_max, ...)
+        for key in ('begin', 'end', 'T_max', 'step_size', 'total_iters'):
+            value = sched.get(key)
+            if isinstance(value, int) and value > 0:
+                options[f'param_scheduler.{i}.{key}'] = (epochs if value >= old else
+                                                         max(1, value * epochs // old))
     return options
 
 

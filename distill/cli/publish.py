@@ -8,7 +8,7 @@ Usage::
 As mmdet's ``publish_model.py``: the optimizer state and the message hub are dropped (a third of
 the size for AdamW), ``meta`` keeps the epoch, iteration, seed, run config and dataset classes.
 The manifest entry records the sha256 of the written file, the config, the seed, the number of
-epochs, the command that trained it and its last val metrics (from the run's logs), so that
+epochs, the command that trained it and the val metrics of that epoch (from the run's logs), so that
 whoever uses the file can check it is the one described (``tools/demo.py`` does).
 """
 
@@ -20,27 +20,42 @@ import json
 import os.path as osp
 import platform
 
+import mmengine
 import torch
 
 from distill.checkpoint import check_checkpoint, state_dict_of
 from distill.cli.common import cli, coco_row
 from distill.compat import atomic_write
 from distill.datasets.cache import sha256_file
+from distill.errors import CheckpointError
 
 KEEP_META = ('epoch', 'iter', 'seed', 'cfg', 'dataset_meta', 'mmengine_version', 'time',
              'experiment_name')
 
 
+def val_metrics_at(work_dir: str, epoch: int | None) -> dict | None:
+    """The validation record of ``epoch`` in a run's logs (None if that epoch was not
+    evaluated)."""
+    from distill.curves import read_scalars
+
+    if epoch is None:
+        return None
+    try:
+        _, val = read_scalars(work_dir)
+    except FileNotFoundError:
+        return None
+    records = [r for r in val if r.get('step') == epoch and 'coco/bbox_mAP' in r]
+    return records[-1] if records else None
+
+
 def publish(src: str, dst: str, config: str, command: str, manifest: str) -> dict:
     """Write the weights of ``src`` to ``dst`` and its entry into ``manifest``; returns it."""
-    from distill.cli.compare import last_val_metrics
-
     ckpt = check_checkpoint(src)
     meta = {k: v for k, v in (ckpt.get('meta') or {}).items() if k in KEEP_META}
     buf = io.BytesIO()
     torch.save({'state_dict': state_dict_of(ckpt), 'meta': meta}, buf)
     atomic_write(buf.getvalue(), dst)
-    metrics = last_val_metrics(osp.dirname(osp.abspath(src)))
+    metrics = val_metrics_at(osp.dirname(osp.abspath(src)), meta.get('epoch'))
     row = coco_row(metrics) if metrics else None
     entry = dict(
         sha256=sha256_file(dst), bytes=osp.getsize(dst), config=config,
@@ -48,13 +63,18 @@ def publish(src: str, dst: str, config: str, command: str, manifest: str) -> dic
         command=command, val_AP=round(row['AP'], 1) if row else None,
         val_metrics={k: (round(v, 1) if v == v else None) for k, v in row.items()} if row
         else None,
-        trained_with=dict(torch=torch.__version__, mmengine=meta.get('mmengine_version'),
+        trained_with=dict(torch=torch.__version__, mmengine=mmengine.__version__,
                           machine=f'{platform.machine()} CPU'),
         source=osp.basename(src))
     entries = {}
     if osp.isfile(manifest):
-        with open(manifest) as f:
-            entries = json.load(f)
+        try:
+            with open(manifest) as f:
+                entries = json.load(f)
+            assert isinstance(entries, dict)
+        except (ValueError, AssertionError) as e:
+            raise CheckpointError(f'manifest {manifest!r} is not a JSON object of entries '
+                                  f'({type(e).__name__}): fix or delete it') from e
     entries[osp.basename(dst)] = entry
     atomic_write(json.dumps(entries, indent=2, sort_keys=True) + '\n', manifest)
     return entry

@@ -96,7 +96,8 @@ def build_distill_config(student: str, recipe: str, teacher: str | None = None,
                               f'for the student alone)')
         teacher_cfg = read_config(teacher, 'teacher config')
         if not teacher_ckpt.startswith(('http://', 'https://')):
-            teacher_ckpt = find_resource(teacher_ckpt) or teacher_ckpt
+            # absolute: the run's config (in its work dir) is used from other directories too
+            teacher_ckpt = osp.abspath(find_resource(teacher_ckpt) or teacher_ckpt)
             check_checkpoint(teacher_ckpt)
             record['teacher_ckpt_sha256'] = sha256_file(teacher_ckpt)
         graph.update(teacher=dict(teacher_cfg.model, _scope_='mmdet'), teacher_ckpt=teacher_ckpt,

@@ -70,7 +70,7 @@ def test_test_tool_and_export_name_the_export_command_for_a_distill_checkpoint(d
         test_cli.evaluate(STUDENT, ckpt, str(tmp_path / 'w'), dict(SMALL))
     run_cfg = str(distill_run / 'gfl_s_digits.py')
     assert "is a distillation run's checkpoint" in str(e.value)
-    assert (f'python tools/export_student.py {run_cfg} {ckpt} '
+    assert (f'distill-export-student {run_cfg} {ckpt} '
             f'{str(distill_run / "epoch_1")}_student') in str(e.value)
     # the same checkpoint with the run's own config evaluates, and the export round trip works
     test_cli.evaluate(run_cfg, ckpt, str(tmp_path / 'w2'), dict(SMALL))

@@ -79,6 +79,12 @@ def _ckpt_name(path, sha256) -> str | None:
     return f'{path} (sha256 {sha256[:12]})' if sha256 else str(path)
 
 
+#: Where each field of :func:`run_definition` lives in the config (names the differing keys).
+_ROOTS = {'student config': 'model.architecture', 'teacher config': 'model.teacher',
+          'recipe': 'model.edges', 'model config': 'model',
+          'training data': 'train_dataloader.dataset'}
+
+
 def run_definition(cfg) -> dict[str, tuple[object, str]]:
     """The fields that define a run: ``{field: (comparable value, how to name it)}``.
 
@@ -114,7 +120,8 @@ def compare_runs(old_cfg, new_cfg) -> list[str]:
         if a == b:
             continue
         if isinstance(a, (dict, list)) and isinstance(b, (dict, list)):
-            fa, fb = _flat(a), _flat(b)
+            root = _ROOTS.get(field, '')
+            fa, fb = _flat(a, root), _flat(b, root)
             keys = sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k))
             detail = ', '.join(f'{k}: {fa.get(k, "<unset>")!r} -> {fb.get(k, "<unset>")!r}'
                                for k in keys[:3]) + (f' (+{len(keys) - 3} more)'

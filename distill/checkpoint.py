@@ -81,7 +81,8 @@ def load_state_dict_source(source: str) -> dict:
                                   f'({type(e).__name__}: {str(e)[:200]}); download it and pass '
                                   f'the local file instead') from e
     else:
-        ckpt = check_checkpoint(source)
+        from distill.paths import find_resource
+        ckpt = check_checkpoint(find_resource(source) or source)  # e.g. checkpoints/... shipped
     return state_dict_of(ckpt)
 
 

@@ -28,6 +28,7 @@ from distill.cli.common import (
     load_config,
 )
 from distill.compat import atomic_write
+from distill.paths import find_resource
 from distill.run_record import checked_runner
 
 
@@ -51,6 +52,7 @@ def evaluate(config: str, checkpoint: str, work_dir: str | None = None,
     Raises:
         CheckpointError: the checkpoint is missing, unreadable or does not fit the config.
     """
+    checkpoint = find_resource(checkpoint) or checkpoint  # e.g. the shipped checkpoints/...
     check_checkpoint(checkpoint)
     if work_dir is None:
         work_dir = osp.join('work_dirs', osp.splitext(osp.basename(config))[0], 'test')

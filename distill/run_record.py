@@ -178,14 +178,18 @@ def resume_checkpoint(cfg) -> str:
     return ckpt
 
 
-def check_before_run(cfg, force: bool = False) -> None:
+def check_before_run(cfg, force: bool = False) -> dict | None:
     """Check the work dir and the checkpoint a run starts from, before anything is built.
 
     With ``cfg.resume`` the checkpoint (given, or the work dir's last) must be a training
     checkpoint of the same run (:func:`run_definition`); ``cfg.load_from`` is then set to it, so
     mmengine resumes from the file that was checked. Without ``resume``, a ``load_from`` must
     exist and load. Whether its weights fit the model is checked once the model is built
-    (:func:`checked_runner`).
+    (:func:`checked_runner`, which takes the checkpoint returned here instead of reading the
+    file again).
+
+    Returns:
+        dict | None: The loaded checkpoint to resume or load from (None: none, or a URL).
 
     Raises:
         WorkDirError: the work dir is a file, or has nothing (valid) to resume.
@@ -197,8 +201,8 @@ def check_before_run(cfg, force: bool = False) -> None:
                            f'another --work-dir')
     if not cfg.get('resume'):
         if cfg.get('load_from') and not str(cfg.load_from).startswith(('http://', 'https://')):
-            check_checkpoint(cfg.load_from)
-        return
+            return check_checkpoint(cfg.load_from)
+        return None
     path = resume_checkpoint(cfg)
     ckpt = check_checkpoint(path)
     meta = ckpt.get('meta') or {}
@@ -217,13 +221,19 @@ def check_before_run(cfg, force: bool = False) -> None:
         from mmengine.logging import print_log
         print_log(f'--force-resume: {msg}', logger='current', level=30)
     cfg.load_from = path
+    return ckpt
 
 
-def checked_runner(cfg):
+def checked_runner(cfg, loaded: dict | None = None):
     """``Runner.from_cfg(cfg)``, then check that the checkpoint to load fits its model.
 
     mmengine loads ``load_from`` (and resumes) non-strictly, only logging the keys it could not
     load; a checkpoint of another model would then train or evaluate random weights.
+
+    Args:
+        cfg (Config): The run's config.
+        loaded (dict, optional): ``cfg.load_from`` already loaded (:func:`check_before_run`),
+            so that the file is not read again.
     """
     from mmengine.runner import Runner
 
@@ -236,9 +246,12 @@ def checked_runner(cfg):
     source = cfg.get('load_from')
     if source:
         from distill.checkpoint import load_state_dict_source
-        state = (load_state_dict_source(source)
-                 if str(source).startswith(('http://', 'https://'))
-                 else state_dict_of(check_checkpoint(source)))
+        if loaded is not None:
+            state = state_dict_of(loaded)
+        elif str(source).startswith(('http://', 'https://')):
+            state = load_state_dict_source(source)
+        else:
+            state = state_dict_of(check_checkpoint(source))
         model = runner.model.module if hasattr(runner.model, 'module') else runner.model
         check_fits(model.state_dict(), state, source, f'config {cfg.filename or "(built)"}')
     return runner

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import glob
 import json
 import math
 import os
@@ -40,7 +39,7 @@ from distill.cli.common import (
 from distill.cli.common import scaled_schedule as common_scaled_schedule
 from distill.cli.train_distill import recipe_name
 from distill.compat import atomic_write
-from distill.curves import plot_grid_curves
+from distill.curves import plot_grid_curves, read_scalars
 from distill.errors import DistillError
 
 
@@ -68,15 +67,17 @@ def scaled_schedule(student: str, epochs: int) -> dict:
 
 
 def last_val_metrics(work_dir: str) -> dict | None:
-    """The last validation record (``coco/*`` keys and its ``step``) logged in a work dir."""
-    best = None
-    for path in glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')):
-        with open(path) as f:
-            for line in f:
-                rec = json.loads(line)
-                if 'coco/bbox_mAP' in rec and (best is None or rec['step'] >= best['step']):
-                    best = rec
-    return best
+    """The last validation record (``coco/*`` keys and its ``step``) logged in a work dir.
+
+    Read by :func:`distill.curves.read_scalars`, which merges a resumed run's logs (the later
+    process's record of an epoch wins); None when nothing with COCO metrics was logged.
+    """
+    try:
+        _, val = read_scalars(work_dir)
+    except FileNotFoundError:
+        return None
+    records = [r for r in val if 'coco/bbox_mAP' in r]
+    return records[-1] if records else None
 
 
 def run_dir(work_root: str, recipe: str, seed: int) -> str:

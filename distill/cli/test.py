@@ -53,14 +53,14 @@ def evaluate(config: str, checkpoint: str, work_dir: str | None = None,
         CheckpointError: the checkpoint is missing, unreadable or does not fit the config.
     """
     checkpoint = find_resource(checkpoint) or checkpoint  # e.g. the shipped checkpoints/...
-    check_checkpoint(checkpoint)
+    loaded = check_checkpoint(checkpoint)  # before the Runner: the error is not buried
     if work_dir is None:
         work_dir = osp.join('work_dirs', osp.splitext(osp.basename(config))[0], 'test')
     cfg = load_config(config, cfg_options, work_dir)
     cfg.load_from = checkpoint
     cfg.resume = False
     cfg.launcher = launcher
-    return checked_runner(cfg).test()
+    return checked_runner(cfg, loaded).test()
 
 
 def main(argv=None):

@@ -47,9 +47,13 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def apply_run_options(cfg, args) -> None:
+def apply_run_options(cfg, args) -> dict | None:
     """Apply ``--launcher``, ``--seed`` and ``--resume`` to a loaded config, in place; check
-    the checkpoint to resume or load (it exists, loads, and belongs to this run)."""
+    the checkpoint to resume or load (it exists, loads, and belongs to this run).
+
+    Returns:
+        dict | None: That checkpoint, loaded (for :func:`~distill.run_record.checked_runner`).
+    """
     cfg.launcher = args.launcher
     if args.seed is not None:
         cfg.randomness = dict(cfg.get('randomness') or {}, seed=args.seed)
@@ -62,14 +66,14 @@ def apply_run_options(cfg, args) -> None:
     custom = list(cfg.get('custom_hooks') or [])
     if not any(h.get('type') == 'TrainingCurvesHook' for h in custom):
         cfg.custom_hooks = custom + [dict(type='TrainingCurvesHook')]
-    check_before_run(cfg, force=getattr(args, 'force_resume', False))
+    return check_before_run(cfg, force=getattr(args, 'force_resume', False))
 
 
 def build_runner(args):
     """The configured mmengine Runner (not started)."""
     cfg = load_config(args.config, args.cfg_options, args.work_dir, args.epochs)
-    apply_run_options(cfg, args)
-    return checked_runner(cfg)
+    loaded = apply_run_options(cfg, args)
+    return checked_runner(cfg, loaded)
 
 
 def main(argv=None):

@@ -124,8 +124,8 @@ def build_runner(args):
     """The configured mmengine Runner (not started)."""
     cfg = build_distill_config(args.student, args.recipe, args.teacher, args.teacher_ckpt,
                                args.cfg_options, args.work_dir, args.epochs)
-    apply_run_options(cfg, args)
-    return checked_runner(cfg)
+    loaded = apply_run_options(cfg, args)
+    return checked_runner(cfg, loaded)
 
 
 def main(argv=None):

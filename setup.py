@@ -17,8 +17,8 @@ def extensions():
     sources = sorted(glob.glob('ops/csrc/**/*.cpp', recursive=True))
     if not sources:
         return [], {}
-    from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
     import torch
+    from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
     cuda_sources = sorted(glob.glob('ops/csrc/**/*.cu', recursive=True))
     use_cuda = bool(cuda_sources) and (os.getenv('FORCE_CUDA', '0') == '1'
                                        or torch.cuda.is_available())

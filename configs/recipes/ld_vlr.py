@@ -1,10 +1,15 @@
-# Main LD + VLR LD (LD paper, Algorithm 1: gamma = 0.25, positives excluded from the VLR).
-# Both weighted by the student's confidence and divided by the region size (see ld.py).
+# Main LD + VLR LD (LD paper Eq. 5, the KD terms off; Table 2, row 5).
+# Main LD as ld.py. VLR LD: Algorithm 1's mask as the paper defines it (an indicator, gamma =
+# 0.25, both bounds inclusive, the student's positives included), averaged over the VLR priors.
+# The published code's VLR (IoU weights, constant normalisers): ld_vlr_published.py.
 edges = [
-    dict(name=f'{region}_ld',
+    dict(name='main_ld',
          loss=dict(type='LDLoss', T=10, loss_weight=0.25),
          student=dict(tap='head', index=1), teacher=dict(tap='head', index=1),
-         region=dict(type=region_type, weight='score', **extra), normalize='count')
-    for region, region_type, extra in [('main', 'MainRegion', {}),
-                                       ('vlr', 'VLRRegion', dict(gamma=0.25))]
+         region=dict(type='MainRegion', weight='score'), normalize='count'),
+    dict(name='vlr_ld',
+         loss=dict(type='LDLoss', T=10, loss_weight=0.25),
+         student=dict(tap='head', index=1), teacher=dict(tap='head', index=1),
+         region=dict(type='VLRRegion', gamma=0.25, weight='ones', exclude_positives=False),
+         normalize='weight'),
 ]

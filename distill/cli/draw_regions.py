@@ -6,8 +6,9 @@ Usage::
         [--split val] [--index 0] [--gamma 0.25] [--out work_dirs/regions.png]
 
 One panel per FPN level: the image, its GT boxes (white), and a square of the level's stride
-on every prior of the main region (green: the student's ATSS positives) and of the valuable
-localization region (orange: LD paper Algorithm 1, positives excluded). The regions come from
+on every prior of the valuable localization region (orange: LD paper Algorithm 1, which keeps
+the positives) and of the main region over it (green: the student's ATSS positives; a positive
+inside the VLR shows both colours mixed). The regions come from
 the same graph code as training (the student's own label assignment, its priors).
 """
 
@@ -69,7 +70,7 @@ def draw(image, gts, sizes, strides, masks, out: str, title: str) -> None:
     start = 0
     for ax, (h, w), stride in zip(np.atleast_1d(axes), sizes, strides):
         ax.imshow(image)
-        for name in ('main', 'vlr'):
+        for name in ('vlr', 'main'):  # the positives on top: most lie inside the VLR
             level = masks[name][start:start + h * w].reshape(h, w)
             for y, x in zip(*np.nonzero(level)):
                 ax.add_patch(Rectangle((x * stride, y * stride), stride, stride, lw=0,
@@ -83,7 +84,7 @@ def draw(image, gts, sizes, strides, masks, out: str, title: str) -> None:
         ax.axis('off')
         start += h * w
     fig.legend(handles=[Patch(color=COLORS['main'], label='main (student positives)'),
-                        Patch(color=COLORS['vlr'], label='VLR'),
+                        Patch(color=COLORS['vlr'], label='VLR (positives included)'),
                         Patch(fc='none', ec='black', label='GT box')],
                loc='lower center', ncol=3, fontsize=9)
     fig.suptitle(title, fontsize=10)

@@ -81,8 +81,13 @@ def positive_box_quality(graph, data: dict, T: float = 10.0) -> dict[str, Tensor
     return out
 
 
-def measure(args) -> dict[str, Tensor]:
-    """Run the pair over ``args.num_images`` images of ``args.split``; per-positive results."""
+def measure(args) -> dict:
+    """Run the pair over ``args.num_images`` images of ``args.split`` (at most all of them).
+
+    Returns:
+        dict: the per-positive results of :func:`positive_box_quality` and ``num_images``,
+        the number of images actually used.
+    """
     from distill.build import build_train_parts
     from distill.checkpoint import load_weights_strict
     from distill.cli.train_distill import build_distill_config
@@ -101,7 +106,9 @@ def measure(args) -> dict[str, Tensor]:
         for k, v in positive_box_quality(graph, data, args.T).items():
             parts.setdefault(k, []).append(v)
         print(f'[localization_gap] {min(start + args.batch, n)}/{n} images', flush=True)
-    return {k: torch.cat(v) for k, v in parts.items()}
+    out = {k: torch.cat(v) for k, v in parts.items()}
+    out['num_images'] = n
+    return out
 
 
 def main(argv=None):
@@ -118,12 +125,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     res = measure(args)
     p = len(res['ld'])
-    print(f'{args.split}, {args.num_images} images, {p} student positives (Main LD region)')
+    print(f'{args.split}, {res["num_images"]} images, {p} student positives (Main LD region)')
     print('| model | IoU with assigned GT: mean | median |')
     print('|---|---|---|')
     for role in ('student', 'teacher'):
         iou = res[f'{role}_iou']
         print(f'| {role} | {iou.mean():.3f} | {iou.median():.3f} |')
+    gap = res['teacher_iou'].mean() - res['student_iou'].mean()
+    print(f'gap (teacher - student mean IoU): {gap:+.3f}')
     print(f'teacher better on {float((res["teacher_iou"] > res["student_iou"]).float().mean()):.0%}'
           f' of the positives; mean LD (T={args.T:g}) student vs teacher {res["ld"].mean():.3f}')
     return res

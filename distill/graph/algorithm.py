@@ -76,6 +76,32 @@ def read_tap(manager: RecorderManager, spec: dict):
         record_idx=spec.get('record', 0), data_idx=spec.get('index'))
 
 
+def edge_normaliser(w: Tensor, normalize) -> Tensor:
+    """The ``avg_factor`` of an edge whose region keeps the priors of weights ``w``.
+
+    Args:
+        w (Tensor[M]): The positive region weights of this GPU's batch.
+        normalize (str | float): ``'weight'``: the region's total weight (a weighted mean, as
+            GFL normalises its box losses); ``'count'``: its number of priors (the weights then
+            also scale the loss, e.g. the student's confidence); a number: that constant, per
+            GPU and per batch, as the published LD code (4 for Main LD, 16 for VLR LD).
+
+    Returns:
+        Tensor[]: ``'weight'`` and ``'count'`` are summed over the batch and averaged over the
+        GPUs, so the loss does not grow with the batch size or the GPU count (the published
+        code's bug, which a constant reproduces on purpose).
+    """
+    if not isinstance(normalize, str):
+        return w.new_tensor(float(normalize))
+    norm = w.sum() if normalize == 'weight' else w.new_tensor(float(w.numel()))
+    # DDP averages gradients over ranks; reduce_mean makes each rank's denominator the global
+    # one over the world size, as mmdet does. No clamp at 1 (mmdet's habit for counts): a total
+    # weight below 1 (confidences of ~0.01 early in training) or fewer priors than GPUs would
+    # then turn the mean into a sum that depends on the per-GPU batch. Only an empty region
+    # (numerator 0) meets the eps floor, and gives 0.
+    return reduce_mean(norm.detach()).clamp(min=torch.finfo(norm.dtype).eps)
+
+
 @MODELS.register_module()
 class DistillGraph(BaseAlgorithm):
     """A teacher-student graph (an mmrazor algorithm).
@@ -91,8 +117,10 @@ class DistillGraph(BaseAlgorithm):
             ``student`` / ``teacher`` a tap reference ``dict(tap='head', index=1)``,
             ``region`` a registered region (``MainRegion``, ``VLRRegion``, ``GTBoxRegion``,
             ``AllRegion``);
-            ``normalize`` ``'weight'`` (default: divide by the region's total weight) or
-            ``'count'`` (by its number of priors).
+            ``normalize`` ``'weight'`` (default: divide by the region's total weight),
+            ``'count'`` (by its number of priors) or a number (a constant per GPU and batch:
+            the published LD code's scale, which grows with the batch size), see
+            :func:`edge_normaliser`.
         student_taps (dict, optional): mmrazor recorder configs on the student (default:
             :data:`DEFAULT_STUDENT_TAPS`).
         teacher_taps (dict, optional): Recorder configs on the teacher (default:
@@ -230,19 +258,7 @@ class DistillGraph(BaseAlgorithm):
             self.last_regions[name] = weight.detach()
             keep = weight > 0
             w = weight[keep]
-            # Normaliser over the batch and all GPUs: the region's total weight ('weight', a
-            # weighted mean, as GFL normalises its box losses) or its number of priors
-            # ('count': the weights then also scale the loss, e.g. the student's confidence).
-            # Either way the loss does not grow with the batch size or the GPU count (the
-            # published LD code's bug). DDP averages gradients over ranks; reduce_mean makes
-            # each rank's denominator the global one over the world size, as mmdet does.
-            norm = w.sum() if edge.get('normalize', 'weight') == 'weight' else w.new_tensor(
-                float(w.numel()))
-            # No clamp at 1 (mmdet's habit for counts): a total weight below 1 (confidences of
-            # ~0.01 early in training) or fewer priors than GPUs would then turn the mean into a
-            # sum that depends on the per-GPU batch. Only an empty region (numerator 0) meets
-            # the eps floor, and gives 0.
-            avg = reduce_mean(norm.detach()).clamp(min=torch.finfo(norm.dtype).eps)
+            avg = edge_normaliser(w, edge.get('normalize', 'weight'))
             out[f'loss_{name}'] = self.edge_losses[name](s[keep], t[keep], weight=w,
                                                          avg_factor=avg)
         return out

@@ -78,9 +78,12 @@ def check_edges(edges, source: str, student_taps: dict, teacher_taps: dict) -> N
             _check_type(edge['loss'], MODELS, where, 'loss', losses.__all__[:2])
             _check_type(edge['region'], TASK_UTILS, where, 'region',
                         [n for n in regions.__all__ if n.endswith('Region')])
-            if edge.get('normalize', 'weight') not in NORMALIZE:
-                raise RecipeError(f'{where}: normalize={edge["normalize"]!r}, expected one of '
-                                  f'{list(NORMALIZE)}')
+            norm = edge.get('normalize', 'weight')
+            constant = isinstance(norm, (int, float)) and not isinstance(norm, bool)
+            if not (norm in NORMALIZE if isinstance(norm, str) else constant and norm > 0):
+                raise RecipeError(f'{where}: normalize={norm!r}, expected one of '
+                                  f'{list(NORMALIZE)} or a positive number (a constant '
+                                  f'avg factor, as the published LD code)')
             for side, taps in (('student', student_taps), ('teacher', teacher_taps)):
                 ref = edge[side]
                 if not isinstance(ref, dict) or 'tap' not in ref:

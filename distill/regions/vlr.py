@@ -2,8 +2,9 @@
 
 For every GT j: ``alpha_pos(j)`` is the positive threshold of the ATSS label assignment (mean
 + std of the IoUs of its ``topk``-closest priors per level), and the VLR is the set of priors
-``i`` with ``gamma * alpha_pos(j) <= DIoU(prior_i, gt_j) <= alpha_pos(j)``, minus the main
-region (the positives). Everything is a tensor op over ``[B, N, G]`` (GT lists padded), on
+``i`` with ``gamma * alpha_pos(j) <= DIoU(prior_i, gt_j) <= alpha_pos(j)`` (both bounds
+inclusive), the student's positives included: Algorithm 1 does not remove them, and neither
+does the published code. Everything is a tensor op over ``[B, N, G]`` (GT lists padded), on
 the tensors' device: no Python loop over GTs or priors.
 """
 
@@ -83,7 +84,8 @@ def vlr_mask(priors: Tensor, num_level_priors: list[int], gts: Tensor, valid: Te
         valid (Tensor[B, G]): Which GT entries are real.
         gamma (float): Lower bound factor, ``alpha_vl = gamma * alpha_pos`` (paper: 0.25).
         topk (int): ATSS candidates per level (for ``alpha_pos``).
-        pos_mask (Tensor[B, N], optional): The main region, excluded from the VLR.
+        pos_mask (Tensor[B, N], optional): Priors to leave out of the VLR (a departure from
+            Algorithm 1, whose VLR keeps the positives; None: the paper).
 
     Returns:
         tuple: ``mask (Tensor[B, N] bool)`` and ``iou (Tensor[B, N])``: the largest IoU with a
@@ -95,6 +97,7 @@ def vlr_mask(priors: Tensor, num_level_priors: list[int], gts: Tensor, valid: Te
         return empty, priors.new_zeros(b, n)
     iou, diou = iou_and_diou(priors, gts)
     alpha = atss_thresholds(priors, num_level_priors, gts, iou, topk)[:, None, :]  # [B, 1, G]
+    # Algorithm 1, line 3: alpha_vl <= DIoU <= alpha_pos, both inclusive.
     band = (diou >= gamma * alpha) & (diou <= alpha) & valid[:, None, :]
     mask = band.any(-1)
     if pos_mask is not None:
@@ -104,20 +107,26 @@ def vlr_mask(priors: Tensor, num_level_priors: list[int], gts: Tensor, valid: Te
 
 
 class VLRRegion:
-    """The valuable localization region (Algorithm 1).
+    """The valuable localization region (LD paper, Algorithm 1 and Eq. 5's mask ``I_VL``).
+
+    The defaults are the paper's: an indicator mask (``I_VL`` in {0, 1}), positives included,
+    ``gamma = 0.25``. The other settings are named departures (README, "Departures"):
+    ``weight='iou'`` is the published code's weight, ``exclude_positives=True`` an option of
+    this toolkit's first version.
 
     Args:
         gamma (float): ``alpha_vl = gamma * alpha_pos`` (paper: 0.25).
         topk (int): ATSS candidates per level, as the student's assigner (9).
-        weight (str): ``'ones'`` (the paper's indicator), ``'iou'`` (the published code
-            weights each VLR prior by its IoU with the GT) or ``'score'`` (the student's
-            detached max class probability, as :class:`MainRegion`: LD "follows the bbox
-            regression" weighting, paper Sec. 3.4).
-        exclude_positives (bool): Leave out the main region (positives), as the paper.
+        weight (str): ``'ones'`` (default, the paper's indicator), ``'iou'`` (the published
+            code: each VLR prior weighted by its IoU with the GT) or ``'score'`` (the
+            student's detached max class probability; near 0 at non-positive priors, where
+            QFL drives it down, so it all but switches VLR LD off).
+        exclude_positives (bool): Leave out the student's positives (the main region).
+            Default False, as Algorithm 1 and the published code.
     """
 
     def __init__(self, gamma: float = 0.25, topk: int = 9, weight: str = 'ones',
-                 exclude_positives: bool = True):
+                 exclude_positives: bool = False):
         if not 0 <= gamma <= 1:
             raise ValueError(f'VLRRegion gamma must be in [0, 1], got {gamma}')
         if weight not in ('ones', 'iou', 'score'):

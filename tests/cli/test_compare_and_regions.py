@@ -47,4 +47,6 @@ def test_draw_regions_matches_the_graph(tmp_path, repo):
     assert out.stat().st_size > 0
     main, vlr = masks['main'], masks['vlr']
     assert main.sum() > 0 and vlr.sum() > 0
-    assert not (main & vlr).any()  # the VLR excludes the positives
+    # Algorithm 1 keeps the positives in the VLR: the drawn masks overlap, and the VLR is the
+    # graph's own VLRRegion (checked against a naive loop in tests/regions)
+    assert (main & vlr).any() and (vlr & ~main).any()

@@ -46,3 +46,5 @@ def test_teacher_identical_to_student_gives_identical_ious_and_zero_ld(repo, tmp
     assert ((res['student_iou'] >= 0) & (res['student_iou'] <= 1)).all()
     out = capsys.readouterr().out
     assert 'teacher better on 0% of the positives' in out and '| student |' in out
+    assert 'gap (teacher - student mean IoU): +0.000' in out
+    assert res['num_images'] == 3 and 'val, 3 images, ' in out

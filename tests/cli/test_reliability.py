@@ -259,13 +259,20 @@ def test_test_out_is_strict_json_with_null_for_undefined_ap(distill_run, tmp_pat
      "teacher=dict(tap='head', index=1))", r"edge 'e' misses field\(s\) \['region'\]"),
     ("dict(name='e', loss=dict(type='LDLoss', temperature=3), student=dict(tap='head'), "
      "teacher=dict(tap='head'), region=dict(type='MainRegion'))",
-     r"loss=.*unexpected keyword argument 'temperature' \(LDLoss takes \['T', 'loss_weight'\]"),
+     r"loss=.*unexpected keyword argument 'temperature' "
+     r"\(LDLoss takes \['T', 'loss_weight', 'bins'\]"),
     ("dict(name='e', loss=dict(type='KDLoss'), student=dict(tap='head'), "
      "teacher=dict(tap='head'), region=dict(type='VLRegion'))",
      r"region.type='VLRegion' is not a registered region \(did you mean \['VLRRegion'"),
     ("dict(name='e', loss=dict(type='KDLoss'), student=dict(tap='head'), "
      "teacher=dict(tap='head'), region=dict(type='MainRegion'), normalise='count')",
      r"unknown field\(s\) \['normalise'\] \(did you mean \['normalize'\]"),
+    ("dict(name='e', loss=dict(type='LDLoss'), student=dict(tap='head', index=1), "
+     "teacher=dict(tap='head', index=1), region=dict(type='MainRegion'), normalize='mean')",
+     r"normalize='mean', expected one of \['weight', 'count'\] or a positive number"),
+    ("dict(name='e', loss=dict(type='LDLoss'), student=dict(tap='head', index=1), "
+     "teacher=dict(tap='head', index=1), region=dict(type='MainRegion'), normalize=-4)",
+     r"normalize=-4, expected one of"),
 ])
 def test_recipe_mistakes_name_the_recipe_file_and_the_edge(tmp_path, teachers, edge, match):
     recipe = tmp_path / 'my_recipe.py'

@@ -25,7 +25,8 @@ def _scope():
     init_default_scope('mmdet')
 
 
-@pytest.mark.parametrize('recipe', ['kd', 'ld', 'ld_vlr', 'kd_ld_vlr'])
+@pytest.mark.parametrize('recipe', ['kd', 'ld', 'ld_vlr', 'kd_ld_vlr', 'ld_published',
+                                    'ld_vlr_published'])
 def test_tiny_distill_steps_train_the_student_only(recipe, teacher_ckpt, repo):
     cfg = build_distill_config(str(repo / STUDENT), recipe, str(repo / TEACHER), teacher_ckpt)
     seen = {}

@@ -65,6 +65,26 @@ def test_ld_equals_n_bins_times_mmdet_kd_kl_div_loss(n_bins):
     torch.testing.assert_close(g_ours, n_bins * g_mmdet)
 
 
+@pytest.mark.parametrize('n_bins', [17, 8])
+def test_ld_bins_mean_equals_mmdet_kd_kl_div_loss(n_bins):
+    """``bins='mean'`` (the published code's scale) is mmdet's loss itself, values and
+    gradients, with mmdet's eps on the avg_factor accounted for."""
+    g = torch.Generator().manual_seed(1)
+    s = torch.randn(5, 4 * n_bins, generator=g, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(5, 4 * n_bins, generator=g, dtype=torch.float64)
+    w = torch.rand(5, generator=g, dtype=torch.float64)
+    ours = LDLoss(T=10, loss_weight=0.25, bins='mean')(s, t, weight=w, avg_factor=4.0)
+    mmdet = KnowledgeDistillationKLDivLoss(loss_weight=0.25, T=10)(
+        s.reshape(-1, n_bins), t.reshape(-1, n_bins), weight=w.repeat_interleave(4),
+        avg_factor=4.0 - EPS)
+    torch.testing.assert_close(ours, mmdet, rtol=1e-12, atol=0)
+    g_ours, = torch.autograd.grad(ours, s)
+    g_mmdet, = torch.autograd.grad(mmdet, s)
+    torch.testing.assert_close(g_ours, g_mmdet, rtol=1e-10, atol=1e-15)
+    with pytest.raises(ValueError, match='bins'):
+        LDLoss(bins='avg')
+
+
 def test_kd_equals_n_classes_times_mmdet():
     """KD sums the KL over classes, mmdet averages it: kd = C * mmdet (same eps shift)."""
     g = torch.Generator().manual_seed(1)

@@ -80,13 +80,20 @@ def test_vlr_equals_naive_per_prior_loop(seed):
     n = sum(len(lvl) for lvl in levels)
     gts = [_random_gts(g, k, 128) for k in (5, 1, 3)]  # padded to 5 inside
     pos = torch.rand(3, n, generator=g) < 0.05
-    region = VLRRegion(gamma=0.25, topk=9)
-    got = region(_ctx(levels, gts, pos))
-    assert got.shape == (3, n)
+    # the default is Algorithm 1: an indicator, the positives included
+    got = VLRRegion(gamma=0.25, topk=9)(_ctx(levels, gts, pos))
+    assert got.shape == (3, n) and set(got.unique().tolist()) <= {0.0, 1.0}
+    # the departure: positives left out
+    without_pos = VLRRegion(gamma=0.25, topk=9, exclude_positives=True)(_ctx(levels, gts, pos))
     for i in range(3):
-        expected, _ = _naive_vlr(levels, gts[i], 0.25, 9, pos[i].tolist())
+        expected, _ = _naive_vlr(levels, gts[i], 0.25, 9, [False] * n)
         assert expected.sum() > 0
         assert torch.equal(got[i].bool(), expected), f'image {i}'
+        expected_wo, _ = _naive_vlr(levels, gts[i], 0.25, 9, pos[i].tolist())
+        assert torch.equal(without_pos[i].bool(), expected_wo), f'image {i}'
+    # the positives inside the band are exactly what exclude_positives removes
+    assert (got.bool() & pos).any()
+    assert torch.equal(without_pos.bool(), got.bool() & ~pos)
     # the 'iou' weight is the IoU, in (0, 1], on exactly the same priors
     iou_w = VLRRegion(weight='iou')(_ctx(levels, gts, pos))
     assert torch.equal(iou_w > 0, got.bool()) and iou_w.max() <= 1
@@ -94,6 +101,25 @@ def test_vlr_equals_naive_per_prior_loop(seed):
     cls = torch.randn(3, n, 4, generator=g, dtype=torch.float64)
     score_w = VLRRegion(weight='score')(_ctx(levels, gts, pos, cls))
     torch.testing.assert_close(score_w, got * cls.sigmoid().max(-1).values)
+
+
+def test_vlr_bounds_are_inclusive():
+    """Algorithm 1, line 3: ``alpha_vl <= DIoU <= alpha_pos``. Two identical priors concentric
+    with the GT: both are the ATSS candidates, so alpha_pos is exactly their IoU (std 0), and
+    their DIoU is exactly their IoU (centre distance 0). With gamma = 1 the band is the single
+    value alpha_pos: kept only if both bounds are inclusive."""
+    box = torch.tensor([[0., 0., 16., 16.]], dtype=torch.float64)
+    levels = [torch.cat([box, box])]
+    gt = [torch.tensor([[2., 2., 14., 14.]], dtype=torch.float64)]
+    iou, diou = iou_and_diou(levels[0], gt[0][None])
+    alpha = atss_thresholds(levels[0], [2], gt[0][None], iou, topk=9)
+    assert torch.equal(diou[0, :, 0], alpha[0].expand(2))  # the boundary case, exactly
+    assert VLRRegion(gamma=1.0)(_ctx(levels, gt)).tolist() == [[1.0, 1.0]]
+    # the GT shifted by 1 px: DIoU < IoU = alpha_pos, outside the gamma = 1 band, inside the
+    # gamma = 0.25 one
+    shifted = [gt[0] + 1]
+    assert VLRRegion(gamma=1.0)(_ctx(levels, shifted)).tolist() == [[0.0, 0.0]]
+    assert VLRRegion(gamma=0.25)(_ctx(levels, shifted)).tolist() == [[1.0, 1.0]]
 
 
 def test_iou_and_diou_against_naive():

@@ -1,7 +1,8 @@
 """distill: knowledge distillation for dense object detectors on OpenMMLab 2.x.
 
 Importing the package first applies :mod:`distill.compat` (torch 2.13 fixes for mmengine and
-mmrazor), then registers the package's datasets and metrics in mmdet's registries and its
+mmrazor), then registers the package's datasets, metrics, heads and detectors (SALT-Net) in mmdet's
+registries and its
 distillation graph, losses, regions and taps in mmrazor's, so configs
 only need ``custom_imports = dict(imports=['distill'])``.
 """
@@ -10,7 +11,8 @@ from . import compat
 
 compat.apply()
 
-# datasets/metrics go to mmdet's registries; graph, losses, regions and taps to mmrazor's.
-from . import curves, datasets, graph, losses, regions  # noqa: E402,F401
+# datasets, metrics and models go to mmdet's registries; graph, losses, regions and taps to
+# mmrazor's.
+from . import curves, datasets, graph, losses, models, regions  # noqa: E402,F401
 
 __version__ = '0.1.0'

@@ -75,3 +75,28 @@ def save_detector_checkpoint(config, path, seed=0, nan_in=None, options=None):
                  for k, v in state.items()}
     torch.save({'state_dict': state, 'meta': {}}, path)
     return str(path)
+
+
+def export_round_trip(run_cfg, ckpt, tmp_path):
+    """Export a distillation run's student, load it with mmdet's ``init_detector`` and evaluate
+    both (graph checkpoint and export) with ``tools/test.py``'s evaluation.
+
+    Returns:
+        tuple: ``model`` (the loaded export) and ``results``: ``{'graph' | 'export':
+        (metrics, predictions JSON bytes)}``. Asserts the export holds only the student.
+    """
+    from mmdet.apis import init_detector
+
+    from distill.cli import test as test_cli
+    from distill.export import export_student
+
+    out_ckpt, out_cfg = export_student(run_cfg, ckpt, str(tmp_path / 'student'))
+    state = torch.load(out_ckpt)['state_dict']
+    assert state and not any(k.startswith(('architecture.', 'teacher', 'edge')) for k in state)
+    model = init_detector(out_cfg, out_ckpt, device='cpu')
+    results = {}
+    for name, (cfg, weights) in {'graph': (run_cfg, ckpt), 'export': (out_cfg, out_ckpt)}.items():
+        metrics = test_cli.evaluate(cfg, weights, str(tmp_path / f'{name}_work'),
+                                    {'test_evaluator.outfile_prefix': str(tmp_path / name)})
+        results[name] = (metrics, (tmp_path / f'{name}.bbox.json').read_bytes())
+    return model, results

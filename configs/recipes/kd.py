@@ -3,6 +3,6 @@
 edges = [
     dict(name='main_kd',
          loss=dict(type='KDLoss', T=2, loss_weight=0.25),
-         student=dict(tap='head', index=0), teacher=dict(tap='head', index=0),
+         student=dict(output='cls_logits'), teacher=dict(output='cls_logits'),
          region=dict(type='MainRegion', weight='score')),
 ]

@@ -6,6 +6,6 @@
 edges = [
     dict(name='main_ld',
          loss=dict(type='LDLoss', T=10, loss_weight=0.25),
-         student=dict(tap='head', index=1), teacher=dict(tap='head', index=1),
+         student=dict(output='box_dist'), teacher=dict(output='box_dist'),
          region=dict(type='MainRegion', weight='score'), normalize='count'),
 ]

@@ -5,7 +5,7 @@
 edges = [
     dict(name=f'{region}_ld',
          loss=dict(type='LDLoss', T=10, loss_weight=0.25, bins='mean'),
-         student=dict(tap='head', index=1), teacher=dict(tap='head', index=1),
+         student=dict(output='box_dist'), teacher=dict(output='box_dist'),
          region=region_cfg, normalize=factor)
     for region, region_cfg, factor in [
         ('main', dict(type='MainRegion', weight='score'), 4.0),

@@ -106,7 +106,7 @@ def run_one(args, recipe: str, seed: int, options: dict) -> dict:
                                     '--work-dir', work_dir, '--seed', str(seed)]
     if args.epochs:
         cmd += ['--epochs', str(args.epochs)]
-    if recipe != 'none':
+    if recipe != 'none' and args.teacher:  # (self-distillation recipes need no teacher)
         cmd += ['--teacher', args.teacher, '--teacher-ckpt', args.teacher_ckpt]
     if osp.isfile(osp.join(work_dir, 'last_checkpoint')):
         cmd += ['--resume']
@@ -242,7 +242,8 @@ def _bar_chart(summary: dict, teacher: dict | None, path: str, title: str) -> No
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Run/collect a recipes x seeds grid.')
     parser.add_argument('--student', required=True, help='student config (mmdet detector)')
-    parser.add_argument('--teacher', help='teacher config; needed by every recipe but none')
+    parser.add_argument('--teacher', help='teacher config; needed by every recipe that reads a '
+                                          'teacher (not none, not sdr)')
     parser.add_argument('--teacher-ckpt', help='teacher weights (path or URL)')
     parser.add_argument('--recipes', nargs='+', default=['none', 'kd', 'ld', 'ld_vlr',
                                                           'kd_ld_vlr'],

@@ -34,14 +34,12 @@ def region_masks(cfg, checkpoint: str | None, split: str, index: int, gamma: flo
     from distill.graph import DistillGraph
 
     item = build_plain_dataset(cfg, split)[index]  # no random flip: a clear picture
-    edges = [dict(name=name, loss=dict(type='LDLoss'), student=dict(tap='head', index=1),
-                  teacher=dict(tap='head', index=1), region=region)
+    # Self-distillation wiring (the teacher side reads the student): regions need no teacher.
+    edges = [dict(name=name, loss=dict(type='LDLoss'), student=dict(output='box_dist'),
+                  teacher=dict(output='box_dist', of='student'), region=region)
              for name, region in (('main', dict(type='MainRegion', weight='ones')),
                                   ('vlr', dict(type='VLRRegion', gamma=gamma)))]
-    # Self-distillation wiring (teacher taps on the student): regions need no teacher.
-    graph = DistillGraph(architecture=cfg.model,
-                         teacher_taps=dict(head=dict(type='ModuleOutputs', source='bbox_head')),
-                         edges=edges)
+    graph = DistillGraph(architecture=cfg.model, edges=edges)
     if checkpoint:
         load_weights_strict(graph.architecture, checkpoint, role='student',
                             config=f'the student config {cfg.filename}')

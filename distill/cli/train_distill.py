@@ -4,7 +4,7 @@ Usage::
 
     python tools/train_distill.py --student configs/tiny/gfl_s_digits.py \\
         --teacher configs/tiny/gfl_l_digits.py \\
-        --teacher-ckpt checkpoints/gfl_l_digits_e24_seed0.pth --recipe kd_ld_vlr \\
+        --teacher-ckpt checkpoints/gfl_l_digits_e24_seed0.pth --recipe kd_ld_vlr [sdr] \\
         [--epochs N] [--work-dir DIR] [--resume [CKPT]] [--force-resume] [--seed N] \\
         [--cfg-options k=v ...] [--launcher pytorch]
 
@@ -33,7 +33,7 @@ from distill.cli.train import add_run_arguments, apply_run_options
 from distill.datasets.cache import sha256_file
 from distill.errors import ConfigError, RecipeError
 from distill.graph.algorithm import DEFAULT_STUDENT_TAPS, DEFAULT_TEACHER_TAPS
-from distill.graph.recipe_check import check_edges
+from distill.graph.recipe_check import check_edges, reads_teacher
 from distill.paths import find_resource, recipe_dir
 from distill.run_record import checked_runner
 
@@ -51,8 +51,35 @@ def resolve_recipe(recipe: str) -> str:
     return path
 
 
-def recipe_name(recipe: str) -> str:
-    return osp.splitext(osp.basename(recipe))[0]
+def recipe_name(recipe) -> str:
+    """``kd_ld_vlr`` for a recipe name or file; ``kd_ld_vlr+sdr`` for a list of them."""
+    recipes = split_recipes(recipe)
+    return '+'.join(osp.splitext(osp.basename(r))[0] for r in recipes)
+
+
+def split_recipes(recipe) -> list[str]:
+    """A recipe list from a list, or from one string whose recipes are joined by ``+``."""
+    items = [recipe] if isinstance(recipe, str) else list(recipe)
+    return [r for item in items for r in item.split('+')] if items else []
+
+
+def read_recipes(recipe) -> tuple[list[dict], list[str]]:
+    """The edges of one or several recipes (concatenated) and their files.
+
+    Raises:
+        RecipeError: an unknown recipe, or the same edge name in two recipes.
+    """
+    edges, files = [], []
+    for r in split_recipes(recipe):
+        path = resolve_recipe(r)
+        files.append(path)
+        edges += list(read_config(path, 'recipe file').get('edges', []))
+    names = [e.get('name') for e in edges if isinstance(e, dict)]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes and len(files) > 1:
+        raise RecipeError(f'recipes {files} both have edge(s) {dupes}: edge names must be '
+                          f'unique in a run (rename them in one recipe)')
+    return edges, files
 
 
 def build_distill_config(student: str, recipe: str, teacher: str | None = None,
@@ -62,9 +89,10 @@ def build_distill_config(student: str, recipe: str, teacher: str | None = None,
 
     Args:
         student (str): Student config file (full mmdet config: model, data, schedule).
-        recipe (str): Recipe name or file (its ``edges`` list).
+        recipe (str | list[str]): Recipe name or file (its ``edges`` list), or several (their
+            edges are concatenated, e.g. ``['kd_ld_vlr', 'sdr']`` or ``'kd_ld_vlr+sdr'``).
         teacher (str, optional): Teacher config file (only its ``model`` is used). Needed when
-            the recipe has edges.
+            some edge reads the teacher (not for self-distillation alone, e.g. ``sdr``).
         teacher_ckpt (str, optional): Teacher weights, path or URL.
         cfg_options (dict, optional): Overrides of the student config.
         work_dir (str, optional): Default ``work_dirs/<student>__<recipe>``.
@@ -78,22 +106,25 @@ def build_distill_config(student: str, recipe: str, teacher: str | None = None,
         ConfigError: a config cannot be read, or a teacher is missing for a recipe with edges.
         CheckpointError: the teacher checkpoint is missing or unreadable.
     """
-    recipe_file = resolve_recipe(recipe)
-    edges = read_config(recipe_file, 'recipe file').get('edges', [])
-    check_edges(edges, recipe_file, DEFAULT_STUDENT_TAPS, DEFAULT_TEACHER_TAPS)
-    name = f'{osp.splitext(osp.basename(student))[0]}__{recipe_name(recipe_file)}'
+    edges, files = read_recipes(recipe)
+    recipe_file = files[0] if len(files) == 1 else ' + '.join(files)
+    for f in files:
+        check_edges(read_config(f, 'recipe file').get('edges', []), f, DEFAULT_STUDENT_TAPS,
+                    DEFAULT_TEACHER_TAPS)
+    name = f'{osp.splitext(osp.basename(student))[0]}__{recipe_name(files)}'
     cfg = load_config(student, cfg_options, work_dir or osp.join('work_dirs', name), epochs)
     graph = dict(_scope_='mmrazor', type='DistillGraph',
                  architecture=dict(cfg.model, _scope_='mmdet'), edges=list(edges),
                  edges_source=recipe_file)
     record = dict(student=cfg.filename, teacher=None, teacher_ckpt=None,
-                  teacher_ckpt_sha256=None, recipe=recipe_name(recipe_file),
+                  teacher_ckpt_sha256=None, recipe=recipe_name(files),
                   recipe_file=recipe_file)
-    if edges:
+    from_teacher = [e['name'] for e in edges if reads_teacher(e)]
+    if from_teacher:  # a teacher no edge reads is not built (self-distillation alone)
         if teacher is None or teacher_ckpt is None:
-            raise ConfigError(f'recipe {recipe_file} has edges {[e["name"] for e in edges]}: '
-                              f'give --teacher CONFIG and --teacher-ckpt CKPT (or --recipe none '
-                              f'for the student alone)')
+            raise ConfigError(f'recipe {recipe_file} has edges {from_teacher} that read a '
+                              f'teacher: give --teacher CONFIG and --teacher-ckpt CKPT (or '
+                              f'--recipe none for the student alone)')
         teacher_cfg = read_config(teacher, 'teacher config')
         if not teacher_ckpt.startswith(('http://', 'https://')):
             # absolute: the run's config (in its work dir) is used from other directories too
@@ -113,9 +144,11 @@ def parse_args(argv=None):
     parser.add_argument('--student', required=True, help='student config (data, schedule, ...)')
     parser.add_argument('--teacher', help='teacher config (its model only)')
     parser.add_argument('--teacher-ckpt', help='teacher checkpoint, path or URL')
-    parser.add_argument('--recipe', required=True,
-                        help='recipe name in configs/recipes (none, kd, ld, ld_vlr, kd_ld_vlr) '
-                             'or a recipe file')
+    parser.add_argument('--recipe', required=True, nargs='+',
+                        help='recipe name in configs/recipes (none, kd, ld, ld_vlr, kd_ld_vlr, '
+                             'sdr, ...) or a recipe file; several are combined into one run '
+                             '(e.g. --recipe kd_ld_vlr sdr: a teacher\'s edges and the '
+                             'student\'s self-distillation)')
     add_run_arguments(parser, 'work_dirs/<student>__<recipe>', 'tools/dist_train_distill.sh')
     return parser.parse_args(argv)
 

@@ -1,10 +1,12 @@
 """DistillGraph: the one mmrazor algorithm behind every run (baseline, KD/LD, self-distillation).
 
 Nodes: the student (``architecture``) and optionally a teacher detector. Taps: mmrazor recorders
-on either model (head outputs, label assignment). Edges: ``loss(student tap, teacher tap)`` on
-a region of the student's priors, normalised by the region's total weight over the batch and
-all GPUs. Without a teacher and without edges the graph is the plain student; with teacher taps
-but no teacher they are hooked on the student itself (self-distillation).
+on either model (head outputs, label assignment), read through each head's named outputs
+(:mod:`distill.graph.outputs`). Edges: ``loss(student output, teacher output)`` on a region of
+the student's priors, normalised by the region's total weight over the batch and all GPUs.
+Without edges the graph is the plain student; an edge whose teacher side says
+``of='student'`` reads the student itself, detached (self-distillation, e.g. SDR), and composes
+with edges from an external teacher in the same run.
 
 The teacher runs only ``extract_feat`` and its head's ``forward``, in eval mode under
 ``no_grad``: no teacher loss and no teacher label assignment (mmrazor's ``SingleTeacherDistill``
@@ -27,18 +29,24 @@ from torch import Tensor, nn
 
 from distill.checkpoint import load_weights_strict
 from distill.errors import DistillError, RecipeError
+from distill.graph.outputs import (
+    ASSIGN_TAP,
+    HEAD_TAP,
+    describe,
+    flat_priors_and_strides,
+    flatten_record,
+    head_outputs,
+)
 from distill.graph.pair_check import check_pair
-from distill.graph.recipe_check import check_edges
+from distill.graph.recipe_check import check_edges, reads_teacher
 from distill.regions.base import RegionContext, flatten_levels
 
-#: Taps every recipe may use: the head's outputs (``index`` 0: class logits, 1: box logits)
-#: and its label assignment (``get_targets``; ``index`` 1: labels per level).
-DEFAULT_STUDENT_TAPS = dict(
-    head=dict(type='ModuleOutputs', source='bbox_head'),
-    assign=dict(type='ModuleMethodOutputs', source='bbox_head.get_targets'))
-DEFAULT_TEACHER_TAPS = dict(head=dict(type='ModuleOutputs', source='bbox_head'))
-#: Where the regions find the student's class logits and assigned labels.
-DEFAULT_CONTEXT = dict(cls=dict(tap='head', index=0), labels=dict(tap='assign', index=1))
+#: Taps every graph installs: the head's forward and its label assignment (``get_targets``).
+#: Edges read them through the head's named outputs (:mod:`distill.graph.outputs`).
+DEFAULT_STUDENT_TAPS = dict(head=HEAD_TAP, assign=ASSIGN_TAP)
+DEFAULT_TEACHER_TAPS = dict(head=HEAD_TAP)
+#: The student outputs the regions need: class logits (confidence) and assigned labels.
+CONTEXT_OUTPUTS = ('cls_logits', 'pos_mask')
 
 
 class NonFiniteLossError(DistillError, FloatingPointError):
@@ -112,22 +120,24 @@ class DistillGraph(BaseAlgorithm):
         teacher (dict | nn.Module, optional): The teacher detector (same scope default); None:
             baseline or self-distillation.
         teacher_ckpt (str, optional): Teacher weights (path or URL); required with a teacher.
-        edges (list[dict]): Each ``dict(name, loss, student, teacher, region[, normalize])``:
-            ``loss`` a registered loss (e.g. ``dict(type='LDLoss', T=10, loss_weight=1)``),
-            ``student`` / ``teacher`` a tap reference ``dict(tap='head', index=1)``,
+        edges (list[dict]): Each ``dict(name, loss, student, teacher, region[, normalize,
+            targets])``: ``loss`` a registered loss (e.g. ``dict(type='LDLoss', T=10)``),
+            ``student`` / ``teacher`` a named head output ``dict(output='box_dist')`` (see
+            :mod:`distill.graph.outputs`; the teacher side reads the teacher, or the student
+            itself with ``of='student'``: self-distillation) or a raw tap reference
+            ``dict(tap='head', index=1)``;
             ``region`` a registered region (``MainRegion``, ``VLRRegion``, ``GTBoxRegion``,
             ``AllRegion``);
+            ``targets`` extra loss inputs ``dict(<loss kwarg>=<student output name>)``,
+            detached (e.g. SDR's ``gt_boxes``);
             ``normalize`` ``'weight'`` (default: divide by the region's total weight),
             ``'count'`` (by its number of priors) or a number (a constant per GPU and batch:
             the published LD code's scale, which grows with the batch size), see
             :func:`edge_normaliser`.
-        student_taps (dict, optional): mmrazor recorder configs on the student (default:
-            :data:`DEFAULT_STUDENT_TAPS`).
-        teacher_taps (dict, optional): Recorder configs on the teacher (default:
-            :data:`DEFAULT_TEACHER_TAPS` when there is a teacher); hooked on the student when
-            ``teacher`` is None (self-distillation).
-        context (dict, optional): Tap references of the student's class logits (``cls``) and
-            assigned labels (``labels``) used by the regions (default: :data:`DEFAULT_CONTEXT`).
+        student_taps (dict, optional): Extra mmrazor recorder configs on the student (raw
+            tap references; :data:`DEFAULT_STUDENT_TAPS` are always installed).
+        teacher_taps (dict, optional): Extra recorder configs on the teacher
+            (:data:`DEFAULT_TEACHER_TAPS` are always installed).
         anchor_free_scale (float): Side of the preset square anchor, in strides, that stands in
             for priors when the student is anchor-free (LD paper, VLR).
         pair_names (tuple[str, str]): How errors name the student and the teacher (config files).
@@ -138,13 +148,11 @@ class DistillGraph(BaseAlgorithm):
 
     def __init__(self, architecture, teacher=None, teacher_ckpt: str | None = None,
                  edges: list | tuple = (), student_taps: dict | None = None,
-                 teacher_taps: dict | None = None, context: dict | None = None,
-                 anchor_free_scale: float = 8.0,
+                 teacher_taps: dict | None = None, anchor_free_scale: float = 8.0,
                  pair_names: tuple[str, str] = ('student', 'teacher'),
                  edges_source: str = 'edges', data_preprocessor=None, init_cfg=None):
-        student_taps = DEFAULT_STUDENT_TAPS if student_taps is None else student_taps
-        if teacher_taps is None:
-            teacher_taps = DEFAULT_TEACHER_TAPS if (teacher is not None or edges) else {}
+        student_taps = dict(DEFAULT_STUDENT_TAPS, **(student_taps or {}))
+        teacher_taps = dict(DEFAULT_TEACHER_TAPS, **(teacher_taps or {}))
         edge_cfgs = [dict(e) if isinstance(e, dict) else e for e in edges]
         # Before anything is built: a recipe mistake names the recipe file and the edge.
         check_edges(edge_cfgs, edges_source, student_taps, teacher_taps)
@@ -157,7 +165,14 @@ class DistillGraph(BaseAlgorithm):
             self.teacher_ckpt = teacher_ckpt
             if teacher is not None:
                 teacher = _build(_in_scope(teacher, 'mmdet'), MODELS)
-                check_pair(self.architecture, teacher, *pair_names)
+            self.edge_cfgs = edge_cfgs
+            self.pair_names = tuple(pair_names)
+            self._check_outputs(teacher, edges_source)
+            if teacher is not None:
+                used = {e['teacher'].get('output') for e in edge_cfgs if reads_teacher(e)}
+                # raw tap references: which output they read is unknown, so check every field
+                check_pair(self.architecture, teacher, *pair_names,
+                           outputs=None if None in used else used)
                 if teacher_ckpt is None:
                     raise ValueError(f'a teacher ({pair_names[1]}) needs teacher_ckpt: a randomly '
                                      f'initialised teacher teaches nothing')
@@ -167,26 +182,69 @@ class DistillGraph(BaseAlgorithm):
                 teacher.requires_grad_(False)
             # Held outside the module tree on purpose (see the module docstring); _apply moves it.
             object.__setattr__(self, '_teacher', teacher)
-            self.edge_cfgs = edge_cfgs
 
             self.edge_losses = nn.ModuleDict(
                 {e['name']: _build(e['loss'], MODELS) for e in self.edge_cfgs})
             self.regions = {e['name']: _build(e['region'], TASK_UTILS) for e in self.edge_cfgs}
 
-            self.self_distill = teacher is None and bool(teacher_taps)
-            self.context_cfg = dict(DEFAULT_CONTEXT, **(context or {}))
+            #: True when some edge reads the student as its teacher (self-distillation).
+            self.self_distill = any(not reads_teacher(e) for e in edge_cfgs)
             self.anchor_free_scale = anchor_free_scale
             self.student_recorders = RecorderManager(student_taps if edges else {})
-            self.teacher_recorders = RecorderManager(teacher_taps if edges else {})
-            tapped = teacher if teacher is not None else self.architecture
+            self.teacher_recorders = RecorderManager(
+                teacher_taps if edges and teacher is not None else {})
             for manager, model, side in ((self.student_recorders, self.architecture, 'student'),
-                                         (self.teacher_recorders, tapped, 'teacher')):
-                _check_tap_sources(manager, model, side, pair_names, edges_source)
-                manager.initialize(model)
+                                         (self.teacher_recorders, teacher, 'teacher')):
+                if model is not None:
+                    _check_tap_sources(manager, model, side, pair_names, edges_source)
+                    manager.initialize(model)
             self._prior_cache: dict = {}
             #: The region weights (detached, ``Tensor[B, N]``) of the last step, per edge name: for
             #: inspection and drawing (``tools/draw_regions.py``).
             self.last_regions: dict[str, Tensor] = {}
+
+    def _check_outputs(self, teacher, source: str) -> None:
+        """Every named output an edge reads exists on that model's head (and a teacher is
+        only asked for what its forward gives: it runs no label assignment)."""
+        if not self.edge_cfgs:
+            return
+        student_head = getattr(self.architecture, 'bbox_head', None)
+        if student_head is not None:  # (a detector without a dense head: check_pair says so)
+            missing = [n for n in CONTEXT_OUTPUTS if n not in head_outputs(student_head)]
+            if missing:
+                raise RecipeError(f'{source}: the regions need the student head\'s outputs '
+                                  f'{missing}, which {describe(student_head)} '
+                                  f'({self.pair_names[0]}) does not declare; declare them '
+                                  f'with distill.graph.outputs.register_head_outputs')
+        for edge in self.edge_cfgs:
+            refs = [('student', edge['student'], False), ('teacher', edge['teacher'], True)]
+            refs += [('student', dict(output=o), False)
+                     for o in (edge.get('targets') or {}).values()]
+            for side, ref, teacher_side in refs:
+                of_teacher = teacher_side and reads_teacher(edge)
+                where = f'{source}: edge {edge["name"]!r}'
+                if of_teacher and teacher is None:
+                    what = ref.get('output', ref.get('tap'))
+                    raise RecipeError(f'{where} reads the teacher\'s {what!r} but the run has '
+                                      f'no teacher: give one, or read the student itself with '
+                                      f'teacher=dict(output=..., of=\'student\') '
+                                      f'(self-distillation)')
+                if 'output' not in ref:
+                    continue
+                model = teacher if of_teacher else self.architecture
+                head = getattr(model, 'bbox_head', None)
+                if head is None:
+                    continue
+                spec = head_outputs(head).get(ref['output'])
+                role = 'teacher' if of_teacher else 'student'
+                config = self.pair_names[1 if of_teacher else 0]
+                if spec is None:
+                    raise RecipeError(f'{where} needs the output {ref["output"]!r} of the {role} '
+                                      f'head, which {describe(head)} ({config}) does not have')
+                if of_teacher and spec.tap == 'assign':
+                    raise RecipeError(f'{where} reads the teacher\'s {ref["output"]!r}, which '
+                                      f'comes from label assignment; the teacher runs only its '
+                                      f'forward ({describe(head)}, {config})')
 
     # ----------------------------------------------------------------- the hidden teacher
     @property
@@ -218,50 +276,67 @@ class DistillGraph(BaseAlgorithm):
             with self.teacher_recorders, torch.no_grad():
                 self._teacher.bbox_head(self._teacher.extract_feat(inputs))
         with self.student_recorders:
-            if self.self_distill:
-                with self.teacher_recorders:
-                    losses = self.architecture(inputs, data_samples, mode='loss')
-            else:
-                losses = self.architecture(inputs, data_samples, mode='loss')
+            losses = self.architecture(inputs, data_samples, mode='loss')
             losses.update(self._edge_losses(data_samples))
         self._check_finite(losses)
         return losses
 
     def _edge_losses(self, data_samples) -> dict:
-        cls_maps = read_tap(self.student_recorders, self.context_cfg['cls'])
-        labels = torch.cat(read_tap(self.student_recorders, self.context_cfg['labels']), dim=1)
-        head = self.architecture.bbox_head
-        ctx = RegionContext(
-            priors=self._priors(cls_maps),
-            gt_bboxes=[s.gt_instances.bboxes for s in data_samples],
-            pos_mask=(labels >= 0) & (labels < head.num_classes),
-            student_cls=flatten_levels(cls_maps).detach())
         flat: dict = {}
 
-        def tap(manager, spec, detach):
-            key = (id(manager), spec['tap'], spec.get('index'), spec.get('record', 0))
+        def read(ref: dict, of_teacher: bool) -> Tensor:
+            """A tap reference or named output, flat (``Tensor[B, N, ...]``), memoised."""
+            model = self._teacher if of_teacher else self.architecture
+            manager = self.teacher_recorders if of_teacher else self.student_recorders
+            key = (of_teacher, tuple(sorted((k, v) for k, v in ref.items() if k != 'of')))
             if key not in flat:
-                value = flatten_levels(read_tap(manager, spec))
-                flat[key] = value.detach() if detach else value
+                if 'output' not in ref:
+                    flat[key] = flatten_levels(read_tap(manager, ref))
+                else:
+                    head = model.bbox_head
+                    spec = head_outputs(head)[ref['output']]
+                    value = flatten_record(read_tap(manager, dict(tap=spec.tap,
+                                                                  index=spec.index)), spec.tap)
+                    if spec.derive is not None:
+                        value = spec.derive(head, value, *self._flat_priors(head, manager))
+                    flat[key] = value
             return flat[key]
+
+        head_maps = read_tap(self.student_recorders, dict(tap='head', index=0))
+        ctx = RegionContext(
+            priors=self._priors(head_maps),
+            gt_bboxes=[s.gt_instances.bboxes for s in data_samples],
+            pos_mask=read(dict(output='pos_mask'), False),
+            student_cls=read(dict(output='cls_logits'), False).detach())
 
         out = {}
         for edge in self.edge_cfgs:
             name = edge['name']
-            s = tap(self.student_recorders, edge['student'], False)
-            t = tap(self.teacher_recorders, edge['teacher'], True)
+            s = read(edge['student'], False)
+            t = read(edge['teacher'], reads_teacher(edge)).detach()
             if s.shape != t.shape:
-                raise ValueError(f'edge {name!r}: student tap {edge["student"]} has shape '
-                                 f'{tuple(s.shape)}, teacher tap {edge["teacher"]} '
+                raise ValueError(f'edge {name!r}: student {edge["student"]} has shape '
+                                 f'{tuple(s.shape)}, teacher {edge["teacher"]} '
                                  f'{tuple(t.shape)}')
             weight = self._region(ctx, edge['region'], name)
             self.last_regions[name] = weight.detach()
             keep = weight > 0
             w = weight[keep]
             avg = edge_normaliser(w, edge.get('normalize', 'weight'))
+            extra = {k: read(dict(output=o), False).detach()[keep]
+                     for k, o in (edge.get('targets') or {}).items()}
             out[f'loss_{name}'] = self.edge_losses[name](s[keep], t[keep], weight=w,
-                                                         avg_factor=avg)
+                                                         avg_factor=avg, **extra)
         return out
+
+    def _flat_priors(self, head: nn.Module, manager: RecorderManager) -> tuple[Tensor, Tensor]:
+        """A head's priors of all levels and their strides, for decoding its boxes."""
+        maps = read_tap(manager, dict(tap='head', index=0))
+        sizes = tuple(tuple(m.shape[-2:]) for m in maps)
+        key = ('flat', id(head), sizes, str(maps[0].device))
+        if key not in self._prior_cache:
+            self._prior_cache[key] = flat_priors_and_strides(head, sizes, maps[0].device)
+        return self._prior_cache[key]
 
     def _region(self, ctx: RegionContext, cfg, name: str) -> Tensor:
         key = ('region', repr(cfg))
@@ -273,7 +348,7 @@ class DistillGraph(BaseAlgorithm):
         """The student's priors per level; preset squares for anchor-free heads (LD paper)."""
         sizes = tuple(tuple(m.shape[-2:]) for m in cls_maps)
         device = cls_maps[0].device
-        key = (sizes, str(device))
+        key = ('region', sizes, str(device))
         if key not in self._prior_cache:
             gen = self.architecture.bbox_head.prior_generator
             priors = gen.grid_priors(sizes, device=device)

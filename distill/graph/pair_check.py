@@ -79,8 +79,12 @@ def _head_facts(model: nn.Module) -> dict:
     return facts
 
 
+#: Fields that matter only when an edge reads the named output.
+_ONLY_FOR = {'model.bbox_head.num_classes': 'cls_logits', 'model.bbox_head.reg_max': 'box_dist'}
+
+
 def check_pair(student: nn.Module, teacher: nn.Module, student_name: str = 'student',
-               teacher_name: str = 'teacher') -> None:
+               teacher_name: str = 'teacher', outputs=None) -> None:
     """Raise :class:`PairMismatchError` naming every field where the heads disagree.
 
     Checked: both are dense detectors (a ``bbox_head``), number of classes (KD compares class
@@ -94,6 +98,9 @@ def check_pair(student: nn.Module, teacher: nn.Module, student_name: str = 'stud
         teacher (nn.Module): The built teacher detector.
         student_name (str): How to name the student in the message (e.g. its config file).
         teacher_name (str): How to name the teacher in the message.
+        outputs (set[str], optional): The teacher outputs the edges read; the number of
+            classes is then checked only if ``cls_logits`` is read and ``reg_max`` only if
+            ``box_dist`` is (None: check both).
 
     Raises:
         PairMismatchError: One line: each mismatching field with both values and both names,
@@ -111,6 +118,8 @@ def check_pair(student: nn.Module, teacher: nn.Module, student_name: str = 'stud
     s, t = _head_facts(student), _head_facts(teacher)
     bad = []
     for key in s:  # the same keys on both sides but the strides' (anchors or points)
+        if outputs is not None and key in _ONLY_FOR and _ONLY_FOR[key] not in outputs:
+            continue
         tkey = key if key in t else next(k for k in t if k.endswith('strides'))
         if key == PRIORS:
             if s[key] not in (None, 1) or t[key] not in (None, 1):

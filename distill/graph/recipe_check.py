@@ -12,9 +12,16 @@ import inspect
 from distill.errors import RecipeError
 
 REQUIRED = ('name', 'loss', 'student', 'teacher', 'region')
-OPTIONAL = ('normalize',)
-TAP_FIELDS = ('tap', 'index', 'record')
+OPTIONAL = ('normalize', 'targets')
+TAP_FIELDS = ('tap', 'index', 'record', 'of')
+OUTPUT_FIELDS = ('output', 'of')
 NORMALIZE = ('weight', 'count')
+SIDES = ('student', 'teacher')
+
+
+def reads_teacher(edge: dict) -> bool:
+    """Whether an edge's teacher side reads the teacher model (not the student itself)."""
+    return edge['teacher'].get('of', 'teacher') == 'teacher'
 
 
 def _near(word: str, options) -> str:
@@ -75,7 +82,8 @@ def check_edges(edges, source: str, student_taps: dict, teacher_taps: dict) -> N
                                   f'({_near(unknown[0], REQUIRED + OPTIONAL)}an edge has '
                                   f'{list(REQUIRED + OPTIONAL)})')
             names.append(edge['name'])
-            _check_type(edge['loss'], MODELS, where, 'loss', losses.__all__[:2])
+            _check_type(edge['loss'], MODELS, where, 'loss',
+                        [n for n in losses.__all__ if n.endswith('Loss')])
             _check_type(edge['region'], TASK_UTILS, where, 'region',
                         [n for n in regions.__all__ if n.endswith('Region')])
             norm = edge.get('normalize', 'weight')
@@ -85,21 +93,42 @@ def check_edges(edges, source: str, student_taps: dict, teacher_taps: dict) -> N
                                   f'{list(NORMALIZE)} or a positive number (a constant '
                                   f'avg factor, as the published LD code)')
             for side, taps in (('student', student_taps), ('teacher', teacher_taps)):
-                ref = edge[side]
-                if not isinstance(ref, dict) or 'tap' not in ref:
-                    raise RecipeError(f'{where}: {side}={ref!r} must be dict(tap=<name>, '
-                                      f'index=<output index>)')
-                bad = [k for k in ref if k not in TAP_FIELDS]
-                if bad:
-                    raise RecipeError(f'{where}: {side} has unknown field(s) {bad} (a tap '
-                                      f'reference has {list(TAP_FIELDS)})')
-                if ref['tap'] not in taps:
-                    raise RecipeError(f'{where}: {side}.tap={ref["tap"]!r} does not exist; the '
-                                      f'{side} taps are {sorted(taps)}')
-                index = ref.get('index')
-                if index is not None and (not isinstance(index, int) or index < 0):
-                    raise RecipeError(f'{where}: {side}.index={index!r} must be a '
-                                      f'non-negative int or None')
+                _check_ref(edge[side], side, where, taps, student_taps)
+            targets = edge.get('targets') or {}
+            if not isinstance(targets, dict) or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in targets.items()):
+                raise RecipeError(f'{where}: targets={targets!r} must be dict(<loss argument>='
+                                  f'<student output name>), e.g. dict(gt_boxes=\'gt_boxes\')')
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes or any(not isinstance(n, str) or not n for n in names):
         raise RecipeError(f'{source}: every edge needs a unique non-empty name, got {names}')
+
+
+def _check_ref(ref, side: str, where: str, taps: dict, student_taps: dict) -> None:
+    """A side of an edge: ``dict(output=<name>[, of])`` or ``dict(tap, index[, record, of])``."""
+    if not isinstance(ref, dict) or ('tap' in ref) == ('output' in ref):
+        raise RecipeError(f'{where}: {side}={ref!r} must be dict(output=<head output name>), '
+                          f'e.g. dict(output=\'box_dist\') (or a raw tap reference '
+                          f'dict(tap=<name>, index=<output index>))')
+    fields = OUTPUT_FIELDS if 'output' in ref else TAP_FIELDS
+    bad = [k for k in ref if k not in fields]
+    if bad:
+        raise RecipeError(f'{where}: {side} has unknown field(s) {bad} (a reference has '
+                          f'{list(fields)})')
+    of = ref.get('of', side)
+    if of not in SIDES or (side == 'student' and of != 'student'):
+        allowed = ['student'] if side == 'student' else list(SIDES)
+        raise RecipeError(f'{where}: {side}.of={of!r} must be one of {allowed} '
+                          f'(of=\'student\' on the teacher side: self-distillation)')
+    if 'output' in ref:
+        if not isinstance(ref['output'], str) or not ref['output']:
+            raise RecipeError(f'{where}: {side}.output={ref["output"]!r} must be an output name')
+        return
+    names = student_taps if of == 'student' else taps
+    if ref['tap'] not in names:
+        raise RecipeError(f'{where}: {side}.tap={ref["tap"]!r} does not exist; the '
+                          f'{of} taps are {sorted(names)}')
+    index = ref.get('index')
+    if index is not None and (not isinstance(index, int) or index < 0):
+        raise RecipeError(f'{where}: {side}.index={index!r} must be a '
+                          f'non-negative int or None')

@@ -7,5 +7,7 @@ which rows (the region) and the normaliser.
 
 from .kd import KDLoss, kd_loss
 from .ld import LDLoss, ld_loss, ld_per_box
+from .sdr import SDRLoss, sdr_loss, sdr_per_box
 
-__all__ = ['KDLoss', 'LDLoss', 'kd_loss', 'ld_loss', 'ld_per_box']
+__all__ = ['KDLoss', 'LDLoss', 'SDRLoss', 'kd_loss', 'ld_loss', 'ld_per_box', 'sdr_loss',
+           'sdr_per_box']

@@ -273,6 +273,24 @@ def test_test_out_is_strict_json_with_null_for_undefined_ap(distill_run, tmp_pat
     ("dict(name='e', loss=dict(type='LDLoss'), student=dict(tap='head', index=1), "
      "teacher=dict(tap='head', index=1), region=dict(type='MainRegion'), normalize=-4)",
      r"normalize=-4, expected one of"),
+    # named outputs
+    ("dict(name='e', loss=dict(type='LDLoss'), student=dict(output='box_dist', index=1), "
+     "teacher=dict(output='box_dist'), region=dict(type='MainRegion'))",
+     r"edge 'e': student has unknown field\(s\) \['index'\] \(a reference has \['output', "
+     r"'of'\]\)"),
+    ("dict(name='e', loss=dict(type='LDLoss'), student=dict(output='box_dist', of='teacher'), "
+     "teacher=dict(output='box_dist'), region=dict(type='MainRegion'))",
+     r"edge 'e': student.of='teacher' must be one of \['student'\]"),
+    ("dict(name='e', loss=dict(type='LDLoss'), student=dict(output='box_dist'), "
+     "teacher=dict(output='box_dist', of='self'), region=dict(type='MainRegion'))",
+     r"edge 'e': teacher.of='self' must be one of \['student', 'teacher'\]"),
+    ("dict(name='e', loss=dict(type='LDLoss'), student=dict(index=1), "
+     "teacher=dict(output='box_dist'), region=dict(type='MainRegion'))",
+     r"edge 'e': student=\{'index': 1\} must be dict\(output=<head output name>\)"),
+    ("dict(name='e', loss=dict(type='SDRLoss'), student=dict(output='box_stage1'), "
+     "teacher=dict(output='boxes', of='student'), region=dict(type='MainRegion'), "
+     "targets=dict(gt_boxes=3))",
+     r"edge 'e': targets=\{'gt_boxes': 3\} must be dict\(<loss argument>=<student output"),
 ])
 def test_recipe_mistakes_name_the_recipe_file_and_the_edge(tmp_path, teachers, edge, match):
     recipe = tmp_path / 'my_recipe.py'
@@ -280,6 +298,26 @@ def test_recipe_mistakes_name_the_recipe_file_and_the_edge(tmp_path, teachers, e
     with pytest.raises(RecipeError, match=match) as e:
         train_distill.build_distill_config(STUDENT, str(recipe), TEACHER, teachers[0])
     assert str(e.value).startswith(f'{recipe}: ')
+
+
+def test_recipes_combine_and_a_teacher_is_built_only_when_read(tmp_path, teachers):
+    """``--recipe a b``: the edges concatenated, one work dir name; SDR alone needs no teacher
+    (one given is not built); a teacher's recipe without a teacher, or two recipes with the
+    same edge name, are errors naming the recipe files."""
+    both = train_distill.build_distill_config(STUDENT, ['kd_ld_vlr', 'sdr'], TEACHER, teachers[0])
+    assert [e['name'] for e in both.model.edges] == ['main_kd', 'main_ld', 'vlr_ld', 'sdr']
+    assert both.distill.recipe == 'kd_ld_vlr+sdr' and both.work_dir.endswith('__kd_ld_vlr+sdr')
+    assert 'teacher' in both.model
+    plus = train_distill.build_distill_config(STUDENT, 'kd_ld_vlr+sdr', TEACHER, teachers[0])
+    assert plus.model.edges == both.model.edges
+    sdr = train_distill.build_distill_config(STUDENT, 'sdr', TEACHER, teachers[0])
+    assert 'teacher' not in sdr.model and sdr.distill.teacher is None
+    with pytest.raises(ConfigError, match=r"recipes/kd.py has edges \['main_kd'\] that read a "
+                                          r"teacher: give --teacher"):
+        train_distill.build_distill_config(STUDENT, 'kd')
+    with pytest.raises(RecipeError, match=r"recipes .*ld.py.*ld_vlr.py.* both have edge\(s\) "
+                                          r"\['main_ld'\]"):
+        train_distill.build_distill_config(STUDENT, ['ld', 'ld_vlr'], TEACHER, teachers[0])
 
 
 # ------------------------------------------------------------- 8. our errors are the last line

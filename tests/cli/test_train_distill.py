@@ -10,10 +10,8 @@ import sys
 import pytest
 import torch
 
-from distill.cli import test as test_cli
-from distill.export import export_student
 from tests.ddp_probe import state_digest
-from tests.helpers import save_detector_checkpoint
+from tests.helpers import export_round_trip, save_detector_checkpoint
 
 STUDENT = 'configs/tiny/gfl_s_digits.py'
 TEACHER = 'configs/tiny/gfl_l_digits.py'
@@ -108,21 +106,9 @@ def test_nan_distill_loss_stops_and_keeps_last_checkpoint(tmp_path, straight_run
 
 
 def test_exported_student_gives_the_same_predictions_and_ap(tmp_path, straight_run, repo):
-    from mmdet.apis import init_detector
-
-    run_cfg = str(straight_run / 'gfl_s_digits.py')
-    ckpt = str(straight_run / 'epoch_3.pth')
-    out_ckpt, out_cfg = export_student(run_cfg, ckpt, str(tmp_path / 'student'))
-    state = torch.load(out_ckpt)['state_dict']
-    assert state and not any(k.startswith(('architecture.', 'teacher', 'edge')) for k in state)
-    model = init_detector(out_cfg, out_ckpt, device='cpu')
+    model, results = export_round_trip(str(straight_run / 'gfl_s_digits.py'),
+                                       str(straight_run / 'epoch_3.pth'), tmp_path)
     assert type(model).__name__ == 'GFL'
-    results = {}
-    for name, (cfg, weights) in {'graph': (run_cfg, ckpt), 'export': (out_cfg, out_ckpt)}.items():
-        prefix = tmp_path / name
-        metrics = test_cli.evaluate(cfg, weights, str(tmp_path / f'{name}_work'),
-                                    {'test_evaluator.outfile_prefix': str(prefix)})
-        results[name] = (metrics, (tmp_path / f'{name}.bbox.json').read_bytes())
     assert len(json.loads(results['graph'][1])) > 0
     assert results['graph'][1] == results['export'][1]  # identical predictions, byte for byte
     assert results['graph'][0] == results['export'][0]

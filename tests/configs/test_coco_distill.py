@@ -12,6 +12,9 @@ TEACHER = 'configs/coco/gfl_r101_fpn_1x_coco.py'
 PAIRS = [('configs/coco/gfl_r50_fpn_1x_coco.py', r)
          for r in ('none', 'kd', 'ld', 'ld_vlr', 'kd_ld_vlr')]
 PAIRS += [('configs/coco/gfl_r18_fpn_1x_coco.py', 'kd_ld_vlr')]
+# SALT-Net students: SDR alone (no teacher), the teacher's recipe, and both in one run
+PAIRS += [('configs/coco/salt_r50_fpn_1x_coco.py', r) for r in ('sdr', 'kd_ld_vlr',
+                                                                 'kd_ld_vlr+sdr')]
 
 
 @pytest.fixture(scope='module')
@@ -28,7 +31,7 @@ def test_coco_distill_builds_and_trains_one_iteration(student, recipe, r101_ckpt
         'train_dataloader.dataset.data_root': str(tiny_coco) + '/',
         'model.backbone.init_cfg': None,  # ImageNet weights would be downloaded
     })
-    assert ('teacher' in cfg.model) == (recipe != 'none')
+    assert ('teacher' in cfg.model) == (recipe not in ('none', 'sdr'))
     seen = {}
 
     def check(model, log_vars):
@@ -42,3 +45,5 @@ def test_coco_distill_builds_and_trains_one_iteration(student, recipe, r101_ckpt
     for edge in cfg.model.edges:
         assert 0 <= seen[f'loss_{edge["name"]}'] < float('inf')
     assert {'loss_cls', 'loss_bbox', 'loss_dfl'} <= set(seen)
+    if 'salt' in student:
+        assert 'loss_bbox_stage1' in seen

@@ -8,6 +8,7 @@ from mmengine.registry import init_default_scope
 from distill.build import build_train_parts
 from distill.checkpoint import CheckpointError
 from distill.cli.train_distill import build_distill_config
+from distill.errors import RecipeError
 from distill.graph import DistillGraph, NonFiniteLossError, PairMismatchError
 from tests.helpers import save_detector_checkpoint, train_iterations
 
@@ -115,15 +116,15 @@ def test_distill_loss_does_not_depend_on_batch_size(teacher_ckpt, repo):
 
 
 def test_self_distillation_taps_the_student_itself(repo):
-    """No teacher: teacher taps are hooked on the student. Student vs its own (detached)
-    head outputs gives a zero loss and a zero gradient: the wiring, not a method."""
+    """No teacher: a teacher side with ``of='student'`` reads the student itself. Student vs
+    its own (detached) head outputs gives a zero loss: the wiring, not a method."""
     cfg = build_distill_config(str(repo / STUDENT), 'none')
     init_default_scope('mmdet')  # plain Python under mmdet's scope: the graph still builds
     graph = DistillGraph(
         architecture=cfg.model.architecture,
-        teacher_taps=dict(head=dict(type='ModuleOutputs', source='bbox_head')),
         edges=[dict(name='self_ld', loss=dict(type='LDLoss', T=10),
-                    student=dict(tap='head', index=1), teacher=dict(tap='head', index=1),
+                    student=dict(output='box_dist'),
+                    teacher=dict(output='box_dist', of='student'),
                     region=dict(type='MainRegion'))])
     assert graph.teacher is None and graph.self_distill
     _, dataset, _ = build_train_parts(cfg, 2)
@@ -133,16 +134,44 @@ def test_self_distillation_taps_the_student_itself(repo):
     assert graph.last_regions['self_ld'].sum() > 0
 
 
-@pytest.mark.parametrize('teacher, field', [
-    ('configs/tiny/gfl_l_trees.py', 'num_classes'),
-    ('configs/tiny/atss_l_digits.py', 'reg_max'),
+@pytest.mark.parametrize('teacher, recipe, field', [
+    ('configs/tiny/gfl_l_trees.py', 'kd', 'num_classes'),
 ])
-def test_incompatible_pairs_fail_naming_files_and_fields(teacher, field, teacher_ckpt, repo):
-    cfg = build_distill_config(str(repo / STUDENT), 'ld', str(repo / teacher), teacher_ckpt)
+def test_incompatible_pairs_fail_naming_files_and_fields(teacher, recipe, field, teacher_ckpt,
+                                                         repo):
+    cfg = build_distill_config(str(repo / STUDENT), recipe, str(repo / teacher), teacher_ckpt)
     with pytest.raises(PairMismatchError) as err:
         build_train_parts(cfg, 1)
     msg = str(err.value)
     assert field in msg and str(repo / STUDENT) in msg and str(repo / teacher) in msg
+
+
+def test_a_recipe_reading_an_output_the_head_lacks_is_refused(teacher_ckpt, repo):
+    """An ATSS teacher predicts box deltas, not distributions: the LD recipe is refused while
+    the graph is built (before training), naming the recipe file, the edge, the head and the
+    missing output, and listing what the head has."""
+    teacher = str(repo / 'configs/tiny/atss_l_digits.py')
+    cfg = build_distill_config(str(repo / STUDENT), 'ld', teacher, teacher_ckpt)
+    with pytest.raises(RecipeError) as err:
+        build_train_parts(cfg, 1)
+    msg = str(err.value)
+    assert "recipes/ld.py: edge 'main_ld' needs the output 'box_dist' of the teacher head" in msg
+    assert 'ATSSHead (outputs: box_deltas, boxes, centerness, cls_logits' in msg
+    assert teacher in msg
+    # the student side too, and a teacher is never asked for label-assignment outputs
+    sdr = build_distill_config(str(repo / STUDENT), 'sdr')
+    with pytest.raises(RecipeError, match=r"edge 'sdr' needs the output 'box_stage1' of the "
+                                          r"student head, which GFLHead"):
+        build_train_parts(sdr, 1)
+    kd = build_distill_config(str(repo / STUDENT), 'kd', str(repo / TEACHER), teacher_ckpt)
+    with pytest.raises(RecipeError, match="edge 'main_kd' reads the teacher's 'cls_logits' but "
+                                          "the run has no teacher"):
+        DistillGraph(architecture=kd.model.architecture, edges=kd.model.edges)
+    cfg = build_distill_config(str(repo / STUDENT), 'kd', str(repo / TEACHER), teacher_ckpt)
+    cfg.model.edges[0]['teacher'] = dict(output='labels')
+    with pytest.raises(RecipeError, match="reads the teacher's 'labels', which comes from label "
+                                          "assignment"):
+        build_train_parts(cfg, 1)
 
 
 def test_strides_mismatch_is_reported(teacher_ckpt, repo):

@@ -1,0 +1,181 @@
+"""Heads described by named outputs: what a recipe edge may read, whatever the head's layout.
+
+A recipe edge reads ``dict(output='box_dist')`` instead of "index 1 of the head's forward",
+so one recipe serves GFL, ATSS, SALT-Net and later heads. Each head class declares its
+outputs (:func:`register_head_outputs`, looked up along the class's MRO, so ``LDHead`` gets
+GFL's); an output is either a raw tensor a tap recorded (the head's forward or its own label
+assignment, ``get_targets``) or derived from one (decoded boxes, the positive mask).
+
+Every output is returned flat, one row per prior in mmdet's order: ``Tensor[B, N, K]``
+(``Tensor[B, N]`` for ``labels`` and ``pos_mask``).
+
+Names:
+    ``cls_logits``: class logits (GFL-style heads: logits of the joint class-quality score).
+    ``box_dist``: the general distribution, ``4 * (reg_max + 1)`` logits per prior (GFL).
+    ``box_deltas``: encoded box deltas (ATSS).
+    ``centerness``: centerness logit (ATSS).
+    ``box_stage1``: decoded coarse boxes ``(x1, y1, x2, y2)`` of a two-stage head (SALT-Net).
+    ``boxes``: decoded final boxes ``(x1, y1, x2, y2)``, image pixels.
+    ``labels``: assigned labels (``num_classes`` = background) from the head's assignment.
+    ``pos_mask``: ``labels`` in ``[0, num_classes)``.
+    ``gt_boxes``: the assigned GT box of each prior ``(x1, y1, x2, y2)`` (valid on positives).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from distill.regions.base import flatten_levels
+
+#: The taps every graph installs: the head's forward and its label assignment.
+HEAD_TAP = dict(type='ModuleOutputs', source='bbox_head')
+ASSIGN_TAP = dict(type='ModuleMethodOutputs', source='bbox_head.get_targets')
+
+
+@dataclass(frozen=True)
+class HeadOutput:
+    """One named output of a head.
+
+    Attributes:
+        tap (str): ``'head'`` (its forward) or ``'assign'`` (its ``get_targets``).
+        index (int): Position in what the tap recorded.
+        derive (callable, optional): ``fn(head, raw (Tensor[B, N, K]), priors (Tensor[N, 4]),
+            strides (Tensor[N])) -> Tensor``: computes the output from the raw one.
+        doc (str): What it is (said in error messages).
+    """
+
+    tap: str
+    index: int
+    doc: str
+    derive: Callable | None = None
+
+
+def _centres(priors: Tensor) -> Tensor:
+    return (priors[:, :2] + priors[:, 2:]) / 2
+
+
+def ltrb_to_boxes(ltrb: Tensor, priors: Tensor, strides: Tensor) -> Tensor:
+    """Boxes from distances to the four sides, in strides, around each prior's centre.
+
+    Args:
+        ltrb (Tensor[B, N, 4]): ``(left, top, right, bottom)`` distances in strides.
+        priors (Tensor[N, 4]): Prior boxes (their centres are the predicting locations).
+        strides (Tensor[N]): Stride of each prior's level.
+
+    Returns:
+        Tensor[B, N, 4]: ``(x1, y1, x2, y2)`` in image pixels.
+    """
+    c = _centres(priors).to(ltrb)
+    d = ltrb * strides.to(ltrb)[:, None]
+    return torch.cat([c - d[..., :2], c + d[..., 2:]], dim=-1)
+
+
+def dist_to_ltrb(dist: Tensor, reg_max: int) -> Tensor:
+    """GFL's integral: the expected distance of each side's distribution (GFL Eq. 4).
+
+    Args:
+        dist (Tensor[B, N, 4 * (reg_max + 1)]): Box distribution logits.
+
+    Returns:
+        Tensor[B, N, 4]: Distances in strides.
+    """
+    prob = dist.reshape(*dist.shape[:-1], 4, reg_max + 1).softmax(-1)
+    return prob @ torch.arange(reg_max + 1, dtype=prob.dtype, device=prob.device)
+
+
+def _dist_boxes(head, dist, priors, strides):
+    return ltrb_to_boxes(dist_to_ltrb(dist, head.reg_max), priors, strides)
+
+
+def _stage1_boxes(head, ltrb, priors, strides):
+    return ltrb_to_boxes(ltrb, priors, strides)
+
+
+def _delta_boxes(head, deltas, priors, strides):
+    return head.bbox_coder.decode(priors.to(deltas).expand(len(deltas), -1, -1), deltas)
+
+
+def _pos_mask(head, labels, priors, strides):
+    return (labels >= 0) & (labels < head.num_classes)
+
+
+def _gt_boxes_atss(head, targets, priors, strides):
+    if head.reg_decoded_bbox:
+        return targets
+    return _delta_boxes(head, targets, priors, strides)
+
+
+_ASSIGNED = dict(
+    labels=HeadOutput('assign', 1, 'assigned labels (from the head\'s own label assignment)'),
+    pos_mask=HeadOutput('assign', 1, 'assigned positives', _pos_mask),
+)
+GFL_OUTPUTS = dict(
+    cls_logits=HeadOutput('head', 0, 'class (joint class-quality) logits'),
+    box_dist=HeadOutput('head', 1, 'box distributions, 4 x (reg_max + 1) logits'),
+    boxes=HeadOutput('head', 1, 'decoded boxes', _dist_boxes),
+    gt_boxes=HeadOutput('assign', 3, 'assigned GT boxes'),
+    **_ASSIGNED)
+ATSS_OUTPUTS = dict(
+    cls_logits=HeadOutput('head', 0, 'class logits'),
+    box_deltas=HeadOutput('head', 1, 'encoded box deltas'),
+    centerness=HeadOutput('head', 2, 'centerness logits'),
+    boxes=HeadOutput('head', 1, 'decoded boxes', _delta_boxes),
+    gt_boxes=HeadOutput('assign', 3, 'assigned GT boxes', _gt_boxes_atss),
+    **_ASSIGNED)
+#: SALT-Net: GFL's outputs from its stage 2, plus the stage-1 coarse boxes (forward index 2).
+SALT_OUTPUTS = dict(
+    GFL_OUTPUTS,
+    box_stage1=HeadOutput('head', 2, 'decoded stage-1 (coarse) boxes', _stage1_boxes))
+
+_REGISTRY: dict[str, dict[str, HeadOutput]] = {
+    'GFLHead': GFL_OUTPUTS, 'ATSSHead': ATSS_OUTPUTS, 'SALTHead': SALT_OUTPUTS}
+
+
+def register_head_outputs(head_class: str, outputs: dict[str, HeadOutput]) -> None:
+    """Declare the named outputs of a head class (by class name; subclasses inherit them)."""
+    _REGISTRY[head_class] = dict(outputs)
+
+
+def head_outputs(head: nn.Module) -> dict[str, HeadOutput]:
+    """The named outputs of a head instance: the declaration nearest along its class's MRO.
+
+    Returns:
+        dict: name -> :class:`HeadOutput` (empty for an undeclared head).
+    """
+    for cls in type(head).__mro__:
+        if cls.__name__ in _REGISTRY:
+            return _REGISTRY[cls.__name__]
+    return {}
+
+
+def describe(head: nn.Module) -> str:
+    """``'SALTHead (outputs: boxes, box_dist, ...)'`` for messages."""
+    names = sorted(head_outputs(head))
+    return f'{type(head).__name__} (outputs: {", ".join(names) if names else "none declared"})'
+
+
+def flat_priors_and_strides(head: nn.Module, sizes, device) -> tuple[Tensor, Tensor]:
+    """The head's priors of all levels and each prior's stride.
+
+    Returns:
+        tuple: ``priors (Tensor[N, 4])`` (points become zero-size boxes) and
+        ``strides (Tensor[N])``.
+    """
+    gen = head.prior_generator
+    priors = gen.grid_priors(sizes, device=device)
+    priors = [p if p.shape[-1] == 4 else torch.cat([p[:, :2], p[:, :2]], -1) for p in priors]
+    strides = torch.cat([torch.full((len(p),), float(s[0]), device=device)
+                         for p, s in zip(priors, gen.strides)])
+    return torch.cat(priors), strides
+
+
+def flatten_record(value, tap: str) -> Tensor:
+    """One row per prior: head maps ``list[Tensor[B, K, H, W]]`` or assignment targets
+    ``list[Tensor[B, N_l, ...]]`` (per level)."""
+    if tap == 'head':
+        return flatten_levels(value)
+    return torch.cat(list(value), dim=1)

@@ -1,8 +1,9 @@
 """The teacher-student graph: one mmrazor algorithm for baselines, KD/LD and self-distillation."""
 
 from .algorithm import DistillGraph, NonFiniteLossError
+from .outputs import HeadOutput, head_outputs, register_head_outputs
 from .pair_check import PairMismatchError, check_pair
 from .taps import ModuleMethodOutputsRecorder
 
-__all__ = ['DistillGraph', 'ModuleMethodOutputsRecorder', 'NonFiniteLossError',
-           'PairMismatchError', 'check_pair']
+__all__ = ['DistillGraph', 'HeadOutput', 'ModuleMethodOutputsRecorder', 'NonFiniteLossError',
+           'PairMismatchError', 'check_pair', 'head_outputs', 'register_head_outputs']

@@ -60,20 +60,24 @@ def recipe_name(recipe) -> str:
 def split_recipes(recipe) -> list[str]:
     """A recipe list from a list, or from one string whose recipes are joined by ``+``."""
     items = [recipe] if isinstance(recipe, str) else list(recipe)
-    return [r for item in items for r in item.split('+')] if items else []
+    return [r for item in items for r in item.split('+')]
 
 
 def read_recipes(recipe) -> tuple[list[dict], list[str]]:
-    """The edges of one or several recipes (concatenated) and their files.
+    """The edges of one or several recipes (concatenated) and their files, each recipe's
+    edges checked (:func:`~distill.graph.recipe_check.check_edges`, naming its file).
 
     Raises:
-        RecipeError: an unknown recipe, or the same edge name in two recipes.
+        RecipeError: an unknown recipe, a mistake in its edges, or the same edge name in two
+            recipes.
     """
     edges, files = [], []
     for r in split_recipes(recipe):
         path = resolve_recipe(r)
         files.append(path)
-        edges += list(read_config(path, 'recipe file').get('edges', []))
+        own = read_config(path, 'recipe file').get('edges', [])
+        check_edges(own, path, DEFAULT_STUDENT_TAPS, DEFAULT_TEACHER_TAPS)
+        edges += list(own)
     names = [e.get('name') for e in edges if isinstance(e, dict)]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes and len(files) > 1:
@@ -108,9 +112,6 @@ def build_distill_config(student: str, recipe: str, teacher: str | None = None,
     """
     edges, files = read_recipes(recipe)
     recipe_file = files[0] if len(files) == 1 else ' + '.join(files)
-    for f in files:
-        check_edges(read_config(f, 'recipe file').get('edges', []), f, DEFAULT_STUDENT_TAPS,
-                    DEFAULT_TEACHER_TAPS)
     name = f'{osp.splitext(osp.basename(student))[0]}__{recipe_name(files)}'
     cfg = load_config(student, cfg_options, work_dir or osp.join('work_dirs', name), epochs)
     graph = dict(_scope_='mmrazor', type='DistillGraph',

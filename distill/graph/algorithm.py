@@ -217,10 +217,9 @@ class DistillGraph(BaseAlgorithm):
                                   f'({self.pair_names[0]}) does not declare; declare them '
                                   f'with distill.graph.outputs.register_head_outputs')
         for edge in self.edge_cfgs:
-            refs = [('student', edge['student'], False), ('teacher', edge['teacher'], True)]
-            refs += [('student', dict(output=o), False)
-                     for o in (edge.get('targets') or {}).values()]
-            for side, ref, teacher_side in refs:
+            refs = [(edge['student'], False), (edge['teacher'], True)]
+            refs += [(dict(output=o), False) for o in (edge.get('targets') or {}).values()]
+            for ref, teacher_side in refs:
                 of_teacher = teacher_side and reads_teacher(edge)
                 where = f'{source}: edge {edge["name"]!r}'
                 if of_teacher and teacher is None:

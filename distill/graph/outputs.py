@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from mmdet.structures.bbox import distance2bbox
 from torch import Tensor, nn
 
 from distill.regions.base import flatten_levels
@@ -69,9 +70,7 @@ def ltrb_to_boxes(ltrb: Tensor, priors: Tensor, strides: Tensor) -> Tensor:
     Returns:
         Tensor[B, N, 4]: ``(x1, y1, x2, y2)`` in image pixels.
     """
-    c = _centres(priors).to(ltrb)
-    d = ltrb * strides.to(ltrb)[:, None]
-    return torch.cat([c - d[..., :2], c + d[..., 2:]], dim=-1)
+    return distance2bbox(_centres(priors).to(ltrb), ltrb * strides.to(ltrb)[:, None])
 
 
 def dist_to_ltrb(dist: Tensor, reg_max: int) -> Tensor:

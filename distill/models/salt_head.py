@@ -198,7 +198,7 @@ class SALTHead(GFLHead):
         score = cls_score.detach().permute(0, 2, 3, 1).reshape(-1, self.cls_out_channels)
         weight = score[pos].sigmoid().max(dim=1).values
         centres = self.anchor_center(anchors.reshape(-1, 4)[pos]) / stride[0]
-        boxes = torch.cat([centres - ltrb[:, :2], centres + ltrb[:, 2:]], dim=1)
+        boxes = self.bbox_coder.decode(centres, ltrb)  # as GFL decodes its stage-2 distances
         target = bbox_targets.reshape(-1, 4)[pos] / stride[0]
         return (self.loss_bbox_stage1(boxes, target, weight=weight, avg_factor=1.0),)
 

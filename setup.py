@@ -1,8 +1,8 @@
 """Install the ``distill`` package; builds ``distill._C`` from ``ops/csrc`` when sources exist.
 
-The extension is optional: without sources (or without a compiler) the package installs and
-every op falls back to its pure-PyTorch reference. CUDA sources are compiled only when a CUDA
-toolkit is found and ``FORCE_CUDA=1`` or a GPU is visible.
+The extension is optional: without it every op falls back to its pure-PyTorch reference (and
+warns once). The CUDA kernels are compiled when torch is a CUDA build and a CUDA toolkit (nvcc)
+is found, or with ``FORCE_CUDA=1``.
 """
 
 import glob
@@ -14,19 +14,26 @@ from setuptools import find_packages, setup
 
 
 def extensions():
+    """``distill._C``: the CPU kernels always; the CUDA kernels when torch is a CUDA build and
+    nvcc is found (or ``FORCE_CUDA=1``). ``DISTILL_NO_EXT=1`` builds nothing (every op then
+    runs its pure-PyTorch reference)."""
     sources = sorted(glob.glob('ops/csrc/**/*.cpp', recursive=True))
-    if not sources:
+    if not sources or os.getenv('DISTILL_NO_EXT', '0') == '1':
         return [], {}
     import torch
-    from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+    from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
     cuda_sources = sorted(glob.glob('ops/csrc/**/*.cu', recursive=True))
-    use_cuda = bool(cuda_sources) and (os.getenv('FORCE_CUDA', '0') == '1'
-                                       or torch.cuda.is_available())
-    define_macros = [('WITH_CUDA', None)] if use_cuda else []
-    kind = CUDAExtension if use_cuda else CppExtension
-    ext = kind('distill._C', sources + (cuda_sources if use_cuda else []),
-               define_macros=define_macros, extra_compile_args={'cxx': ['-O3']}
-               if not use_cuda else {'cxx': ['-O3'], 'nvcc': ['-O3']})
+    use_cuda = bool(cuda_sources) and (
+        os.getenv('FORCE_CUDA', '0') == '1'
+        or (torch.version.cuda is not None and CUDA_HOME is not None))
+    # -fopenmp-simd: the reductions over channels carry `omp simd` pragmas (no OpenMP runtime)
+    cxx = ['-O3', '-fopenmp-simd']
+    if use_cuda:
+        ext = CUDAExtension('distill._C', sources + cuda_sources,
+                            define_macros=[('WITH_CUDA', None)],
+                            extra_compile_args={'cxx': cxx, 'nvcc': ['-O3']})
+    else:
+        ext = CppExtension('distill._C', sources, extra_compile_args={'cxx': cxx})
     return [ext], {'build_ext': BuildExtension.with_options(use_ninja=True)}
 
 

@@ -2,7 +2,7 @@
 
 The extension is optional: without it every op falls back to its pure-PyTorch reference (and
 warns once). The CUDA kernels are compiled when torch is a CUDA build and a CUDA toolkit (nvcc)
-is found, or with ``FORCE_CUDA=1``.
+is found.
 """
 
 import glob
@@ -15,8 +15,9 @@ from setuptools import find_packages, setup
 
 def extensions():
     """``distill._C``: the CPU kernels always; the CUDA kernels when torch is a CUDA build and
-    nvcc is found (or ``FORCE_CUDA=1``). ``DISTILL_NO_EXT=1`` builds nothing (every op then
-    runs its pure-PyTorch reference)."""
+    a CUDA toolkit is found (for ``TORCH_CUDA_ARCH_LIST``, or without it the visible GPU, or
+    without one the architectures torch was built for). ``DISTILL_NO_EXT=1`` builds nothing
+    (every op then runs its pure-PyTorch reference)."""
     sources = sorted(glob.glob('ops/csrc/**/*.cpp', recursive=True))
     if not sources or os.getenv('DISTILL_NO_EXT', '0') == '1':
         return [], {}
@@ -28,9 +29,17 @@ def extensions():
         return [], {}
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
     cuda_sources = sorted(glob.glob('ops/csrc/**/*.cu', recursive=True))
-    use_cuda = bool(cuda_sources) and (
-        os.getenv('FORCE_CUDA', '0') == '1'
-        or (torch.version.cuda is not None and CUDA_HOME is not None))
+    use_cuda = bool(cuda_sources) and torch.version.cuda is not None and CUDA_HOME is not None
+    if os.getenv('FORCE_CUDA', '0') == '1' and not use_cuda:
+        print(f'distill: FORCE_CUDA=1, but torch {torch.__version__} is not a CUDA build or no '
+              'CUDA toolkit was found: building the CPU kernels only', file=sys.stderr)
+    if use_cuda and not os.getenv('TORCH_CUDA_ARCH_LIST') and not torch.cuda.is_available():
+        # no GPU to ask (a container build): the architectures this torch was built for
+        # (torch.cuda.get_arch_list() is empty without a GPU; the build's own flags are not)
+        flags = getattr(torch._C, '_cuda_getArchFlags', lambda: '')() or ''
+        archs = [a[3:] for a in flags.split() if a.startswith('sm_') and a[3:].isdigit()]
+        os.environ['TORCH_CUDA_ARCH_LIST'] = (';'.join(f'{a[:-1]}.{a[-1]}' for a in archs)
+                                              or '7.0;7.5;8.0;8.6;8.9;9.0+PTX')
     # -fopenmp-simd: the reductions over channels carry `omp simd` pragmas (no OpenMP runtime)
     cxx = ['-O3', '-fopenmp-simd']
     if use_cuda:

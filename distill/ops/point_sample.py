@@ -3,7 +3,8 @@
 Layout: ``points (Tensor[B, 2N, H, W])`` holds ``(dx_i, dy_i)`` at channels ``(2i, 2i + 1)``, in
 feature-map pixels relative to the location ``(x, y)`` that predicts (Eq. 7: ``p + dp_i``; the
 paper's regular grid ``p_i`` is folded into ``dp_i``, since SALT's points are not a deformed
-3x3 grid). Outside the map the feature is 0 (zero padding), as a deformable convolution.
+3x3 grid). Outside the map the feature is 0 (zero padding), as a deformable convolution. A NaN
+or infinite point samples 0 with zero gradients in the compiled op (the reference gives NaN).
 
 Two implementations behind one interface:
 
@@ -58,6 +59,15 @@ def use_compiled(enabled: bool):
         _state['enabled'] = previous
 
 
+def _promote(*tensors: Tensor) -> list:
+    """The tensors in their promoted floating dtype (mixed precision: e.g. fp16 features with
+    fp32 points or weights run in fp32, rather than rounding the sub-pixel points to fp16)."""
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return [t.to(dtype) for t in tensors]
+
+
 def _compiled(feats: Tensor, points: Tensor) -> bool:
     """Whether this call goes to the compiled op; warns once when the extension cannot serve it."""
     if not _state['enabled']:
@@ -68,9 +78,9 @@ def _compiled(feats: Tensor, points: Tensor) -> bool:
         reason = _UNAVAILABLE
     elif not compiled_available(device):
         reason = f'distill._C was built without {device} kernels'
-    elif feats.dtype not in _DTYPES.get(device, ()) or points.dtype != feats.dtype:
-        reason = (f'the compiled op has no {device} kernel for feats {feats.dtype}, points '
-                  f'{points.dtype} (it covers {_DTYPES.get(device, ())}, one dtype for both)')
+    elif feats.dtype not in _DTYPES.get(device, ()):
+        reason = (f'the compiled op has no {device} kernel for {feats.dtype} (it covers '
+                  f'{_DTYPES.get(device, ())})')
     if reason is None:
         return True
     if not _state['warned']:
@@ -95,16 +105,18 @@ if _C is not None:
                 torch.empty_like(points, memory_format=torch.channels_last))
 
     @torch.library.register_fake('distill::point_sample_sum')
-    def _point_sample_sum_fake(feats: Tensor, points: Tensor, kernel: Tensor) -> Tensor:
+    def _point_sample_sum_fake(feats: Tensor, points: Tensor, kernel: Tensor,
+                               tile: int = 0) -> Tensor:
         b, _, h, w = feats.shape
         return feats.new_empty(b, h, w, kernel.shape[1])
 
     @torch.library.register_fake('distill::point_sample_sum_backward')
     def _point_sample_sum_backward_fake(grad: Tensor, feats: Tensor, points: Tensor,
-                                        kernel: Tensor):
+                                        kernel: Tensor, tile: int = 0):
+        # the kernel's gradient is contiguous whatever the kernel's strides
         return (torch.empty_like(feats, memory_format=torch.channels_last),
                 torch.empty_like(points, memory_format=torch.channels_last),
-                torch.empty_like(kernel))
+                kernel.new_empty(kernel.shape))
 
     def _save_inputs(ctx, inputs, output):
         ctx.save_for_backward(*inputs)
@@ -112,13 +124,18 @@ if _C is not None:
     def _cols_backward(ctx, grad: Tensor):
         return tuple(torch.ops.distill.point_sample_cols_backward(grad, *ctx.saved_tensors))
 
+    def _save_sum(ctx, inputs, output):
+        ctx.save_for_backward(*inputs[:3])
+        ctx.tile = inputs[3] if len(inputs) > 3 else 0
+
     def _sum_backward(ctx, grad: Tensor):
-        return tuple(torch.ops.distill.point_sample_sum_backward(grad, *ctx.saved_tensors))
+        grads = torch.ops.distill.point_sample_sum_backward(grad, *ctx.saved_tensors, ctx.tile)
+        return (*grads, None)
 
     torch.library.register_autograd('distill::point_sample_cols', _cols_backward,
                                     setup_context=_save_inputs)
     torch.library.register_autograd('distill::point_sample_sum', _sum_backward,
-                                    setup_context=_save_inputs)
+                                    setup_context=_save_sum)
 
 
 def point_sample_cols(feats: Tensor, points: Tensor) -> Tensor:
@@ -131,6 +148,7 @@ def point_sample_cols(feats: Tensor, points: Tensor) -> Tensor:
     Returns:
         Tensor[B, H, W, N, C]: ``F(p + dp_i)``, zero outside the map.
     """
+    feats, points = _promote(feats, points)
     if _compiled(feats, points):
         return torch.ops.distill.point_sample_cols(feats, points)
     return point_sample_reference(feats, points).permute(0, 3, 4, 2, 1)
@@ -168,7 +186,9 @@ def point_sample_reference(feats: Tensor, points: Tensor) -> Tensor:
 
 def point_sample(feats: Tensor, points: Tensor) -> Tensor:
     """Point-set sampling with the layout of :func:`point_sample_reference`, by the compiled
-    op where it runs (a channels-last view of its columns, not a copy)."""
+    op where it runs (a channels-last view of its columns, not a copy). Features and points of
+    two dtypes run in the promoted one."""
+    feats, points = _promote(feats, points)
     if _compiled(feats, points):
         return torch.ops.distill.point_sample_cols(feats, points).permute(0, 4, 3, 1, 2)
     return point_sample_reference(feats, points)
@@ -186,8 +206,10 @@ def point_sample_sum(feats: Tensor, points: Tensor, weight: Tensor,
         bias (Tensor[C_out], optional): Bias.
 
     Returns:
-        Tensor[B, C_out, H, W]: ``sum_i W_i F(p + dp_i) (+ bias)``.
+        Tensor[B, C_out, H, W]: ``sum_i W_i F(p + dp_i) (+ bias)``, in the promoted dtype of
+        ``feats``, ``points`` and ``weight``.
     """
+    feats, points, weight = _promote(feats, points, weight)
     if not _compiled(feats, points):
         out = torch.einsum('bcnhw,ocn->bohw', point_sample_reference(feats, points), weight)
         return out if bias is None else out + bias[None, :, None, None]

@@ -168,13 +168,13 @@ def test_gradcheck_point_sample_sum(bias):
     assert torch.autograd.gradcheck(point_sample_sum, tuple(t.requires_grad_() for t in args))
 
 
-def _fused(feats, points, weight):
+def _fused(feats, points, weight, tile=0):
     """The fused op (the inference path of point_sample_sum) called directly, with its own
-    autograd (columns re-gathered tile by tile in the backward)."""
+    autograd (columns re-gathered tile by tile in the backward); ``tile``: rows per tile."""
     b, c, h, w = feats.shape
     n = points.shape[1] // 2
     kernel = weight.permute(2, 1, 0).reshape(n * c, weight.shape[0])
-    return torch.ops.distill.point_sample_sum(feats, points, kernel).permute(0, 3, 1, 2)
+    return torch.ops.distill.point_sample_sum(feats, points, kernel, tile).permute(0, 3, 1, 2)
 
 
 @needs_ext
@@ -182,8 +182,8 @@ def _fused(feats, points, weight):
 @pytest.mark.parametrize('shape', [(2, 3, 4, 5, 4), (1, 64, 9, 48, 48), (3, 16, 9, 20, 20)],
                          ids=str)
 def test_fused_op_matches_reference(shape, dtype):
-    """Values and gradients of the tiled op; (1, 64, 9, 48, 48) spans several tiles in the
-    forward (1 MiB of columns) and in the backward (8 MiB) in both dtypes."""
+    """Values and gradients of the tiled op with its automatic tiles (1, 64, 9, 48, 48): several
+    tiles in the forward (about 1 MiB of columns each)."""
     b, c, n, h, w = shape
     feats, points = inputs(*shape, seed=3, dtype=dtype)
     g = torch.Generator().manual_seed(4)
@@ -198,6 +198,30 @@ def test_fused_op_matches_reference(shape, dtype):
     # the public function takes this path without grad, the columns' path with it
     with torch.no_grad():
         torch.testing.assert_close(point_sample_sum(feats, points, weight), out, **tol)
+
+
+@needs_ext
+@pytest.mark.parametrize('threads', [1, 2, 4])
+@pytest.mark.parametrize('tile', [1, 7, 40])
+def test_fused_op_tiles(tile, threads):
+    """Tiles of 1, 7 and 40 rows on (2, 5, 3, 6, 7) maps (42 locations per image, split into
+    1-4 slabs by the thread count): tiles straddle slab and image boundaries, and the kernel's
+    gradient accumulates over several tiles and threads."""
+    feats, points = inputs(2, 5, 3, 6, 7, seed=tile + threads)
+    g = torch.Generator().manual_seed(11)
+    weight = torch.randn(4, 5, 3, generator=g, dtype=torch.float64)
+    grad_out = torch.randn(2, 4, 6, 7, generator=g, dtype=torch.float64)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out, grads = value_and_grads(lambda f, p, w: _fused(f, p, w, tile), (feats, points, weight),
+                                     grad_out)
+    finally:
+        torch.set_num_threads(previous)
+    ref, ref_grads = value_and_grads(reference_sum, (feats, points, weight), grad_out)
+    torch.testing.assert_close(out, ref, **TOL[torch.float64])
+    for name, a, e in zip(('feats', 'points', 'weight'), grads, ref_grads):
+        torch.testing.assert_close(a, e, **TOL[torch.float64], msg=name)
 
 
 @needs_ext

@@ -10,10 +10,11 @@ TORCH_LIBRARY(distill, m) {
   m.def("point_sample_cols_backward(Tensor grad, Tensor feats, Tensor points) -> (Tensor, Tensor)");
   // fused with the per-point weighted sum: kernel (N * C, C_out), rows ordered (n, c) as the
   // columns -> out (B, H, W, C_out), without materialising the columns
-  m.def("point_sample_sum(Tensor feats, Tensor points, Tensor kernel) -> Tensor");
+  // (tile: rows per tile on CPU, 0 = automatic; the CUDA kernels do not tile)
+  m.def("point_sample_sum(Tensor feats, Tensor points, Tensor kernel, int tile=0) -> Tensor");
   m.def(
-      "point_sample_sum_backward(Tensor grad, Tensor feats, Tensor points, Tensor kernel) -> "
-      "(Tensor, Tensor, Tensor)");
+      "point_sample_sum_backward(Tensor grad, Tensor feats, Tensor points, Tensor kernel, "
+      "int tile=0) -> (Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(distill, CPU, m) {

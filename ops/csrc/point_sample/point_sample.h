@@ -86,11 +86,12 @@ std::tuple<at::Tensor, at::Tensor> point_sample_cols_backward_cpu(const at::Tens
                                                                   const at::Tensor& feats,
                                                                   const at::Tensor& points);
 
+// tile: rows per tile, 0 = sized by the kernel (about 1 MiB of columns forward, 8 MiB backward)
 at::Tensor point_sample_sum_cpu(const at::Tensor& feats, const at::Tensor& points,
-                                const at::Tensor& kernel);
+                                const at::Tensor& kernel, int64_t tile);
 std::tuple<at::Tensor, at::Tensor, at::Tensor> point_sample_sum_backward_cpu(
     const at::Tensor& grad, const at::Tensor& feats, const at::Tensor& points,
-    const at::Tensor& kernel);
+    const at::Tensor& kernel, int64_t tile);
 
 }  // namespace ops
 }  // namespace distill

@@ -1,11 +1,11 @@
 // CPU kernels of the point-set sampling op: parallel over locations (at::parallel_for), every
 // inner loop over contiguous channels (channels-last), so it vectorises.
 //
-// The loops are compiled for AVX-512, AVX2 + FMA and baseline x86-64 (GCC/Clang target_clones,
-// picked at load time from the CPU), since the build cannot assume the machine's vector width
-// and the tiny configs' 48 channels are too few for the baseline's 128-bit vectors to hide the
-// gather; measured with -march=native on the 2-core AMD EPYC: forward 1.3 -> 0.9 ms, backward
-// 2.1 -> 1.3 ms at (B, C, N, H, W) = (2, 48, 9, 32, 32).
+// The loops are compiled for AVX-512, AVX2 (+ FMA with GCC >= 12) and baseline x86-64 (GCC/Clang
+// target_clones, picked at load time from the CPU), since the build cannot assume the machine's
+// vector width and the tiny configs' 48 channels are too few for the baseline's 128-bit vectors
+// to hide the gather; measured on the 2-core AMD EPYC (AVX-512) at (B, C, N, H, W) =
+// (2, 48, 9, 32, 32): forward 1.3 -> 0.7 ms, backward 2.1 -> 1.3 ms with the clones.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -13,8 +13,11 @@
 
 #include "point_sample.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(_WIN32)
+#if defined(__x86_64__) && !defined(_WIN32) && !defined(__clang__) && __GNUC__ >= 12
+// x86-64-v3 / v4 as clone targets need GCC 12 (GCC PR101696)
 #define PS_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#elif defined(__x86_64__) && !defined(_WIN32) && (defined(__GNUC__) || defined(__clang__))
+#define PS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define PS_CLONES
 #endif
@@ -161,8 +164,16 @@ void backward_kernel(const T* gc, const T* f, const T* pts, T* gf_slabs, T* gp, 
 // Rows (locations) per tile of the fused op: the tile's columns take about `kb` KiB (forward:
 // 1 MiB, still in cache when the GEMM reads them), and the full (B*H*W, N*C) column matrix
 // (75 MB per alignment at P3 of a 512 px image, C = 256) is never allocated.
-int64_t tile_rows(int64_t N, int64_t C, int64_t elem, int64_t kb) {
+int64_t tile_rows(int64_t N, int64_t C, int64_t elem, int64_t kb, int64_t rows) {
+  if (rows > 0) return rows;  // set by the caller (tests: several tiles on small inputs)
   return std::clamp<int64_t>((kb << 10) / std::max<int64_t>(1, N * C * elem), 16, 1 << 16);
+}
+
+// Tasks of the backward: (image, slab) pairs, enough for every thread, each with its own copy of
+// the image's feature gradient; at most 8 slabs per image bound those copies' memory.
+int64_t num_slabs(int64_t B, int64_t HW) {
+  const int64_t threads = at::get_num_threads();
+  return std::max<int64_t>(1, std::min<int64_t>({HW, (threads + B - 1) / B, 8}));
 }
 
 }  // namespace
@@ -206,8 +217,7 @@ std::tuple<at::Tensor, at::Tensor> point_sample_cols_backward_cpu(const at::Tens
   auto gp = at::zeros({B, H, W, 2 * N}, points.options());
   if (B * H * W * N * C == 0)
     return {at::zeros_like(feats, at::MemoryFormat::ChannelsLast), gp.permute({0, 3, 1, 2})};
-  const int64_t threads = at::get_num_threads();
-  const int64_t slabs = std::max<int64_t>(1, std::min<int64_t>(H * W, (threads + B - 1) / B));
+  const int64_t slabs = num_slabs(B, H * W);
   auto gf = at::zeros({slabs, B, H, W, C}, feats.options());
   const auto f = channels_last(feats), pts = channels_last(points), gc = grad.contiguous();
   AT_DISPATCH_FLOATING_TYPES(feats.scalar_type(), "point_sample_cols_backward_cpu", [&] {
@@ -235,7 +245,7 @@ int64_t check_kernel(const at::Tensor& feats, const at::Tensor& kernel, int64_t 
 // this thread and out[tile] = columns @ kernel, so the column matrix is never allocated (the
 // inference path; training keeps the columns for the kernel's gradient, see point_sample.py).
 at::Tensor point_sample_sum_cpu(const at::Tensor& feats, const at::Tensor& points,
-                                const at::Tensor& kernel) {
+                                const at::Tensor& kernel, int64_t tile) {
   const char* op = "distill::point_sample_sum";
   const int64_t N = check_inputs(feats, points, op);
   const int64_t C_out = check_kernel(feats, kernel, N, op);
@@ -246,7 +256,7 @@ at::Tensor point_sample_sum_cpu(const at::Tensor& feats, const at::Tensor& point
   if (N * C == 0) return out.zero_();
   const auto k = kernel.detach().contiguous();
   const auto f = channels_last(feats), pts = channels_last(points);
-  const int64_t T = tile_rows(N, C, feats.element_size(), 1024);
+  const int64_t T = tile_rows(N, C, feats.element_size(), 1024, tile);
   const auto out2 = out.view({R, C_out});
   AT_DISPATCH_FLOATING_TYPES(feats.scalar_type(), "point_sample_sum_cpu", [&] {
     const std::vector<scalar_t> zero_row(C, scalar_t(0));
@@ -271,7 +281,7 @@ at::Tensor point_sample_sum_cpu(const at::Tensor& feats, const at::Tensor& point
 // this thread, then the one-pass sampling backward on it while it is in cache.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> point_sample_sum_backward_cpu(
     const at::Tensor& grad, const at::Tensor& feats, const at::Tensor& points,
-    const at::Tensor& kernel) {
+    const at::Tensor& kernel, int64_t tile) {
   const char* op = "distill::point_sample_sum_backward";
   const int64_t N = check_inputs(feats, points, op);
   const int64_t C_out = check_kernel(feats, kernel, N, op);
@@ -282,16 +292,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> point_sample_sum_backward_cpu(
   auto gp = at::zeros({B, H, W, 2 * N}, points.options());
   if (R * N * C * C_out == 0)
     return {at::zeros_like(feats, at::MemoryFormat::ChannelsLast), gp.permute({0, 3, 1, 2}),
-            at::zeros_like(kernel)};
+            at::zeros(kernel.sizes(), kernel.options())};
   const int64_t threads = at::get_num_threads();
-  const int64_t slabs = std::max<int64_t>(1, std::min<int64_t>(HW, (threads + B - 1) / B));
+  const int64_t slabs = num_slabs(B, HW);
   const int64_t per_slab = (HW + slabs - 1) / slabs;
   auto gf = at::zeros({slabs, B, H, W, C}, feats.options());
   const auto f = channels_last(feats), pts = channels_last(points);
   const auto k = kernel.detach().contiguous();
   const auto g2 = grad.detach().reshape({R, C_out}).contiguous();
   // each tile adds to the whole kernel gradient: larger tiles than the forward's, fewer passes
-  const int64_t T = tile_rows(N, C, feats.element_size(), 8192);
+  const int64_t T = tile_rows(N, C, feats.element_size(), 8192, tile);
   auto gk = at::zeros({threads, N * C, C_out}, feats.options());
   AT_DISPATCH_FLOATING_TYPES(feats.scalar_type(), "point_sample_sum_backward_cpu", [&] {
     const std::vector<scalar_t> zero_row(C, scalar_t(0));

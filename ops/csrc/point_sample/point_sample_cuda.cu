@@ -6,6 +6,7 @@
 // float buffer for half inputs, then cast); the point gradient gives one warp per sample, which
 // reduces the 4 dot products <grad, F(corner)> over channels with warp shuffles.
 #include <ATen/AccumulateType.h>
+#include <ATen/Context.h>
 #include <ATen/cuda/Atomic.cuh>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
@@ -127,6 +128,8 @@ std::tuple<at::Tensor, at::Tensor> point_sample_cols_backward_cuda(const at::Ten
   TORCH_CHECK(grad.sizes() == at::IntArrayRef({B, H, W, N, C}),
               "distill::point_sample_cols_backward: grad must be (B, H, W, N, C), got ",
               grad.sizes());
+  // atomicAdd: the order of the feature gradient's additions varies from run to run
+  at::globalContext().alertNotDeterministic("distill::point_sample_cols_backward (CUDA)");
   auto gp = at::zeros({B, H, W, 2 * N}, points.options());
   const int64_t total = grad.numel();
   if (total == 0)
@@ -153,7 +156,7 @@ std::tuple<at::Tensor, at::Tensor> point_sample_cols_backward_cuda(const at::Ten
 // The fused weighted sum on CUDA: the columns, then one cuBLAS GEMM (the columns are
 // materialised: GPU memory bandwidth makes the tiling of the CPU kernel unnecessary here).
 at::Tensor point_sample_sum_cuda(const at::Tensor& feats, const at::Tensor& points,
-                                 const at::Tensor& kernel) {
+                                 const at::Tensor& kernel, int64_t /*tile*/) {
   const int64_t N = check_inputs(feats, points, "distill::point_sample_sum");
   const int64_t C_out = check_kernel(feats, kernel, N, "distill::point_sample_sum");
   const int64_t B = feats.size(0), C = feats.size(1), H = feats.size(2), W = feats.size(3);
@@ -163,7 +166,7 @@ at::Tensor point_sample_sum_cuda(const at::Tensor& feats, const at::Tensor& poin
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> point_sample_sum_backward_cuda(
     const at::Tensor& grad, const at::Tensor& feats, const at::Tensor& points,
-    const at::Tensor& kernel) {
+    const at::Tensor& kernel, int64_t /*tile*/) {
   const char* op = "distill::point_sample_sum_backward";
   const int64_t N = check_inputs(feats, points, op);
   const int64_t C_out = check_kernel(feats, kernel, N, op);

@@ -1,0 +1,88 @@
+"""A two-component 1-D Gaussian mixture fitted by EM for many groups at once (MOD's APS, Sec. 3.2:
+the GMM on the scores S of each GT's candidates splits positives from negatives).
+
+The published code fits scikit-learn's ``GaussianMixture`` once per GT on the CPU (a
+device-to-host copy and sync per GT). This fits every GT of a batch together on the scores'
+device, with the same EM as scikit-learn's defaults for that call (``n_components=2``,
+``covariance_type='full'``, which is a variance in 1-D, ``reg_covar=1e-6``, ``tol=1e-3``,
+``max_iter=100``; initialised as the published code: weights ``[0.5, 0.5]``, means at the
+group's min and max score, precisions 1): each group stops updating once its mean
+log-likelihood changes by less than ``tol``, as scikit-learn stops, but the loop always runs
+``max_iter`` masked iterations, so nothing is copied to the host.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def _log_prob(x: Tensor, means: Tensor, variances: Tensor, log_weights: Tensor) -> Tensor:
+    """Weighted log densities ``log w_k + log N(x; mu_k, var_k)``.
+
+    Args:
+        x (Tensor[G, M]): Scores.
+        means, variances, log_weights (Tensor[G, 2]): Per group and component.
+
+    Returns:
+        Tensor[G, M, 2].
+    """
+    diff = x[..., None] - means[:, None, :]
+    return (log_weights[:, None, :] - 0.5 * (math.log(2 * math.pi) + variances.log()[:, None, :])
+            - 0.5 * diff.square() / variances[:, None, :])
+
+
+def gmm_split(scores: Tensor, valid: Tensor, *, max_iter: int = 100, tol: float = 1e-3,
+              reg_covar: float = 1e-6) -> Tensor:
+    """Fit a 2-component GMM to each group's valid scores; which belong to the low component.
+
+    Args:
+        scores (Tensor[G, M]): Scores of up to M candidates per group (one group per GT).
+        valid (Tensor[G, M]): Which entries are candidates (bool).
+        max_iter (int): EM iterations (scikit-learn's default, 100).
+        tol (float): A group stops when its mean log-likelihood changes by less than this.
+        reg_covar (float): Added to each variance (scikit-learn's default).
+
+    Returns:
+        Tensor[G, M] (bool): Candidates assigned to the component initialised at the group's
+        minimum score (the positives of APS, whose low S is good), as scikit-learn's
+        ``predict`` after ``fit``; False where not valid. A group with one candidate keeps it.
+    """
+    x = scores.double()  # scikit-learn fits in float64
+    g, m = x.shape
+    if g == 0 or m == 0:
+        return valid.clone()
+    mask = valid.to(x.dtype)
+    count = mask.sum(1)  # [G]
+    big = torch.finfo(x.dtype).max
+    lo = torch.where(valid, x, x.new_tensor(big)).amin(1)
+    hi = torch.where(valid, x, x.new_tensor(-big)).amax(1)
+    means = torch.stack([lo, hi], 1)
+    variances = torch.ones_like(means)
+    log_weights = torch.full_like(means, math.log(0.5))
+    lower_bound = torch.full_like(lo, -math.inf)
+    active = count >= 2
+    eps = 10 * torch.finfo(x.dtype).eps  # scikit-learn's guard on the component sums
+    for _ in range(max_iter):
+        # E-step with the current parameters
+        weighted = _log_prob(x, means, variances, log_weights)
+        norm = torch.logsumexp(weighted, -1)  # [G, M]
+        resp = (weighted - norm[..., None]).exp() * mask[..., None]
+        new_bound = (norm * mask).sum(1) / count.clamp(min=1)
+        # M-step
+        nk = resp.sum(1) + eps  # [G, 2]
+        new_means = (resp * x[..., None]).sum(1) / nk
+        new_vars = (resp * (x[..., None] - new_means[:, None, :]).square()).sum(1) / nk + reg_covar
+        new_log_w = (nk / count.clamp(min=1)[:, None]).log()
+        upd = active[:, None]
+        means = torch.where(upd, new_means, means)
+        variances = torch.where(upd, new_vars, variances)
+        log_weights = torch.where(upd, new_log_w, log_weights)
+        converged = (new_bound - lower_bound).abs() < tol
+        lower_bound = torch.where(active, new_bound, lower_bound)
+        active = active & ~converged
+    low = _log_prob(x, means, variances, log_weights).argmax(-1) == 0
+    single = (count == 1)[:, None]
+    return valid & (low | single)

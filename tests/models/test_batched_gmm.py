@@ -1,0 +1,84 @@
+"""The batched two-component GMM of APS against scikit-learn's ``GaussianMixture`` fitted per
+group with the published code's initialisation (weights 0.5, means at min / max, precisions 1)."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.mixture import GaussianMixture
+
+from distill.models.assigners import gmm_split
+
+M = 18  # 2 levels x top-9 candidates per GT in APS
+
+
+def _cases(seed, count=400):
+    """Scores of 2-18 candidates per group: uniform, two well-separated clusters (clear-cut),
+    skewed beta, and a product-of-uniforms shape like sqrt(S_u * S_m)."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for i in range(count):
+        n = int(rng.integers(2, M + 1))
+        kind = i % 4
+        if kind == 0:
+            s = rng.random(n)
+        elif kind == 1:
+            s = np.concatenate([rng.normal(0.2, 0.03, n // 2), rng.normal(0.7, 0.05, n - n // 2)])
+        elif kind == 2:
+            s = rng.beta(2, 5, n)
+        else:
+            s = np.sqrt(rng.random(n) * rng.random(n))
+        cases.append((kind, s))
+    return cases
+
+
+def _sklearn_low(x):
+    x = x[:, None]
+    gm = GaussianMixture(2, weights_init=[0.5, 0.5], means_init=[[x.min()], [x.max()]],
+                         precisions_init=[[[1.0]], [[1.0]]])
+    return gm.fit(x).predict(x) == 0
+
+
+def _pack(cases, fill=0.0):
+    scores = torch.full((len(cases), M), fill)
+    valid = torch.zeros(len(cases), M, dtype=torch.bool)
+    for i, (_, s) in enumerate(cases):
+        scores[i, :len(s)] = torch.from_numpy(s)
+        valid[i, :len(s)] = True
+    return scores, valid
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_agrees_with_sklearn_per_group(seed):
+    cases = _cases(seed)
+    scores, valid = _pack(cases)
+    ours = gmm_split(scores, valid)
+    same, clear, clear_same = 0, 0, 0
+    for i, (kind, s) in enumerate(cases):
+        # the same float32 scores as ours, in float64 as scikit-learn fits them
+        want = _sklearn_low(scores[i, :len(s)].double().numpy())
+        ok = bool((ours[i, :len(s)].numpy() == want).all())
+        same += ok
+        clear += kind == 1
+        clear_same += ok and kind == 1
+        assert not ours[i, len(s):].any()  # padding is never positive
+    assert same >= 0.99 * len(cases), f'{same}/{len(cases)} groups agree'
+    assert clear_same == clear, f'clear-cut groups: {clear_same}/{clear} agree'
+
+
+def test_padding_values_do_not_matter():
+    cases = _cases(3, 40)
+    a = gmm_split(*_pack(cases, fill=0.0))
+    b = gmm_split(*_pack(cases, fill=1e6))
+    assert torch.equal(a, b)
+
+
+def test_two_clusters_by_hand_and_single_candidates():
+    scores = torch.tensor([[0.10, 0.12, 0.11, 0.80, 0.82, 0.0],
+                           [0.50, 0.0, 0.0, 0.0, 0.0, 0.0],
+                           [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    valid = torch.tensor([[True] * 5 + [False], [True] + [False] * 5, [False] * 6])
+    out = gmm_split(scores, valid)
+    assert out[0].tolist() == [True, True, True, False, False, False]
+    assert out[1].tolist() == [True] + [False] * 5  # one candidate: kept
+    assert not out[2].any()
+    assert gmm_split(torch.zeros(0, 4), torch.zeros(0, 4, dtype=torch.bool)).shape == (0, 4)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from distill.ops import point_sample, point_sample_reference, point_sample_sum
+from tests.ops.point_sample_cases import inputs
 
 
 def _naive_sample(feats, points):
@@ -35,19 +36,6 @@ def _naive_sample(feats, points):
     return torch.stack(rows).reshape(b, n, h, w, c).permute(0, 4, 1, 2, 3)
 
 
-def _inputs(b, c, n, h, w, seed, dtype=torch.float64, spread=3.0, off_grid=False):
-    """Random features and offsets; ``off_grid``: fractional parts in [0.1, 0.9] (away from
-    the integer coordinates where bilinear interpolation has kinks)."""
-    g = torch.Generator().manual_seed(seed)
-    feats = torch.randn(b, c, h, w, generator=g, dtype=dtype)
-    if off_grid:
-        whole = torch.randint(-int(spread), int(spread) + 1, (b, 2 * n, h, w), generator=g)
-        points = whole + 0.1 + 0.8 * torch.rand(b, 2 * n, h, w, generator=g, dtype=dtype)
-    else:
-        points = (torch.rand(b, 2 * n, h, w, generator=g, dtype=dtype) * 2 - 1) * spread
-    return feats, points
-
-
 SHAPES = [(1, 1, 1, 1, 1), (2, 3, 2, 3, 5), (1, 2, 4, 4, 4), (2, 1, 3, 1, 7), (1, 4, 9, 5, 1),
           (1, 2, 3, 1, 1)]
 
@@ -55,7 +43,7 @@ SHAPES = [(1, 1, 1, 1, 1), (2, 3, 2, 3, 5), (1, 2, 4, 4, 4), (2, 1, 3, 1, 7), (1
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
 @pytest.mark.parametrize('shape', SHAPES)
 def test_matches_naive_bilinear(shape, dtype):
-    feats, points = _inputs(*shape, seed=sum(shape), dtype=dtype)
+    feats, points = inputs(*shape, seed=sum(shape), dtype=dtype, off_grid=False)
     out = point_sample_reference(feats, points)
     assert out.shape == (shape[0], shape[1], shape[2], shape[3], shape[4]) and out.dtype == dtype
     tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
@@ -67,7 +55,7 @@ def test_matches_naive_bilinear(shape, dtype):
 
 def test_integer_offsets_give_the_feature_values():
     """Offset (dx, dy) = (1, -1) from (x, y) reads feats[y - 1, x + 1], 0 outside the map."""
-    feats, _ = _inputs(2, 3, 1, 4, 5, seed=0, dtype=torch.float32)
+    feats, _ = inputs(2, 3, 1, 4, 5, seed=0, dtype=torch.float32, off_grid=False)
     points = torch.tensor([1., -1.]).reshape(1, 2, 1, 1).expand(2, 2, 4, 5)
     out = point_sample_reference(feats, points)[:, :, 0]
     expected = torch.zeros_like(feats)
@@ -110,7 +98,7 @@ def test_one_pixel_map_by_hand():
 def test_gradients_match_naive_autograd(shape, spread):
     """Float64, off the integer coordinates; spread 0 on a 1-pixel map: offsets in
     [0.1, 0.9], so 3 of the 4 neighbours are the zero padding."""
-    feats, points = _inputs(*shape, seed=7 + sum(shape), off_grid=True, spread=spread)
+    feats, points = inputs(*shape, seed=7 + sum(shape), off_grid=True, spread=spread)
     grad_out = torch.randn(*shape[:2], *shape[2:], dtype=torch.float64)
     grads = []
     for fn in (point_sample_reference, _naive_sample):
@@ -123,14 +111,14 @@ def test_gradients_match_naive_autograd(shape, spread):
 
 
 def test_gradcheck_off_grid():
-    feats, points = _inputs(1, 2, 2, 3, 3, seed=3, off_grid=True, spread=1)
+    feats, points = inputs(1, 2, 2, 3, 3, seed=3, off_grid=True, spread=1)
     assert torch.autograd.gradcheck(point_sample_reference,
                                     (feats.requires_grad_(), points.requires_grad_()))
 
 
 @pytest.mark.parametrize('bias', [False, True])
 def test_point_sample_sum_is_the_weighted_sum_of_naive_samples(bias):
-    feats, points = _inputs(2, 3, 4, 3, 5, seed=11)
+    feats, points = inputs(2, 3, 4, 3, 5, seed=11, off_grid=False)
     g = torch.Generator().manual_seed(12)
     weight = torch.randn(6, 3, 4, generator=g, dtype=torch.float64)
     b = torch.randn(6, generator=g, dtype=torch.float64) if bias else None
@@ -148,7 +136,7 @@ def test_point_sample_sum_is_the_weighted_sum_of_naive_samples(bias):
 
 
 def test_point_sample_sum_gradcheck():
-    feats, points = _inputs(1, 2, 2, 2, 3, seed=5, off_grid=True, spread=1)
+    feats, points = inputs(1, 2, 2, 2, 3, seed=5, off_grid=True, spread=1)
     g = torch.Generator().manual_seed(6)
     weight = torch.randn(3, 2, 2, generator=g, dtype=torch.float64)
     bias = torch.randn(3, generator=g, dtype=torch.float64)

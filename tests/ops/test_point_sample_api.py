@@ -99,24 +99,32 @@ def _sample_fn(feats, points, weight, bias):
     return (out.mean(2) * feats).tanh().sum() + weight.sum() + bias.sum()
 
 
+def _check_compiled(fn, args, backend):
+    """``torch.compile(fn, backend, fullgraph=True)`` equals eager ``fn`` in value and in the
+    gradients of every argument; returns the compiled gradients."""
+    torch._dynamo.reset()
+    try:
+        leaves = [t.clone().requires_grad_() for t in args]
+        expected = fn(*leaves)
+        expected_grads = torch.autograd.grad(expected, leaves)
+        compiled = torch.compile(fn, backend=backend, fullgraph=True)
+        leaves = [t.clone().requires_grad_() for t in args]
+        got = compiled(*leaves)
+        grads = torch.autograd.grad(got, leaves)
+    finally:
+        torch._dynamo.reset()
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    for grad, expected_grad in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-5)
+    return grads
+
+
 @needs_ext
 @pytest.mark.usefixtures('compiled_runs')
 @pytest.mark.parametrize('fn', [_sum_fn, _sample_fn])
 def test_torch_compile_aot_eager(fn):
-    torch._dynamo.reset()
-    args = _compile_case()
-    leaves = [t.clone().requires_grad_() for t in args]
-    expected = fn(*leaves)
-    expected_grads = torch.autograd.grad(expected, leaves)
-    compiled = torch.compile(fn, backend='aot_eager', fullgraph=True)
-    leaves = [t.clone().requires_grad_() for t in args]
-    got = compiled(*leaves)
-    grads = torch.autograd.grad(got, leaves)
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-    for grad, expected_grad in zip(grads, expected_grads):
-        torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-5)
+    grads = _check_compiled(fn, _compile_case(), 'aot_eager')
     assert grads[1].abs().sum() > 0
-    torch._dynamo.reset()
 
 
 @needs_ext
@@ -125,19 +133,7 @@ def test_torch_compile_inductor():
     """Inductor (C++ codegen on CPU) around the op: the custom op stays an extern call, its fake
     kernel gives the shapes and strides the generated code relies on. Tiny shape: about 25 s
     with a cold inductor cache on the 2-core CPU, 2 s warm."""
-    torch._dynamo.reset()
-    args = _compile_case(seed=3, shape=(1, 2, 2, 3, 2))
-    leaves = [t.clone().requires_grad_() for t in args]
-    expected = _sum_fn(*leaves)
-    expected_grads = torch.autograd.grad(expected, leaves)
-    compiled = torch.compile(_sum_fn, backend='inductor', fullgraph=True)
-    leaves = [t.clone().requires_grad_() for t in args]
-    got = compiled(*leaves)
-    grads = torch.autograd.grad(got, leaves)
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-    for grad, expected_grad in zip(grads, expected_grads):
-        torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-5)
-    torch._dynamo.reset()
+    _check_compiled(_sum_fn, _compile_case(seed=3, shape=(1, 2, 2, 3, 2)), 'inductor')
 
 
 # -- fallback ---------------------------------------------------------------------------------

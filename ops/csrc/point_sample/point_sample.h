@@ -77,6 +77,15 @@ PS_HOST_DEVICE void point_grad(const Corners<T>& g, const T d[4], T* gx, T* gy) 
 // Checks shared by every device: shapes, dtypes, devices. Returns N.
 int64_t check_inputs(const at::Tensor& feats, const at::Tensor& points, const char* op);
 
+// The gradient of an op's output must have its shape: `layout` names it in the error.
+void check_grad(const at::Tensor& grad, at::IntArrayRef sizes, const char* layout,
+                const char* op);
+
+// Channels-last contiguous copy of a (B, C, H, W) tensor: (B, H, W, C).
+inline at::Tensor channels_last(const at::Tensor& t) {
+  return t.permute({0, 2, 3, 1}).contiguous();
+}
+
 // kernel (N * C, C_out), rows ordered (n, c); returns C_out.
 int64_t check_kernel(const at::Tensor& feats, const at::Tensor& kernel, int64_t N,
                      const char* op);

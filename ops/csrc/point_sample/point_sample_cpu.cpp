@@ -27,8 +27,6 @@ namespace distill {
 namespace ops {
 namespace {
 
-// channels-last copies: feats (B, H, W, C) and points (B, H, W, 2N), contiguous
-at::Tensor channels_last(const at::Tensor& t) { return t.permute({0, 2, 3, 1}).contiguous(); }
 
 // Samples of the locations [begin, end) of the flattened (B, H, W); `out` holds row `begin`.
 template <typename T>
@@ -210,9 +208,8 @@ std::tuple<at::Tensor, at::Tensor> point_sample_cols_backward_cpu(const at::Tens
                                                                   const at::Tensor& points) {
   const int64_t N = check_inputs(feats, points, "distill::point_sample_cols_backward");
   const int64_t B = feats.size(0), C = feats.size(1), H = feats.size(2), W = feats.size(3);
-  TORCH_CHECK(grad.sizes() == at::IntArrayRef({B, H, W, N, C}),
-              "distill::point_sample_cols_backward: grad must be (B, H, W, N, C), got ",
-              grad.sizes());
+  check_grad(grad, {B, H, W, N, C}, "(B, H, W, N, C)",
+             "distill::point_sample_cols_backward");
   // both gradients are produced channels-last and returned as (B, C, H, W) / (B, 2N, H, W) views
   auto gp = at::zeros({B, H, W, 2 * N}, points.options());
   if (B * H * W * N * C == 0)
@@ -229,6 +226,12 @@ std::tuple<at::Tensor, at::Tensor> point_sample_cols_backward_cpu(const at::Tens
   return {gf_sum.permute({0, 3, 1, 2}), gp.permute({0, 3, 1, 2})};
 }
 
+
+void check_grad(const at::Tensor& grad, at::IntArrayRef sizes, const char* layout,
+                const char* op) {
+  TORCH_CHECK(grad.sizes() == sizes, op, ": grad must be ", layout, " = ", sizes, ", got ",
+              grad.sizes());
+}
 
 int64_t check_kernel(const at::Tensor& feats, const at::Tensor& kernel, int64_t N,
                      const char* op) {
@@ -286,8 +289,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> point_sample_sum_backward_cpu(
   const int64_t N = check_inputs(feats, points, op);
   const int64_t C_out = check_kernel(feats, kernel, N, op);
   const int64_t B = feats.size(0), C = feats.size(1), H = feats.size(2), W = feats.size(3);
-  TORCH_CHECK(grad.sizes() == at::IntArrayRef({B, H, W, C_out}), op,
-              ": grad must be (B, H, W, C_out), got ", grad.sizes());
+  check_grad(grad, {B, H, W, C_out}, "(B, H, W, C_out)", op);
   const int64_t HW = H * W, R = B * HW;
   auto gp = at::zeros({B, H, W, 2 * N}, points.options());
   if (R * N * C * C_out == 0)

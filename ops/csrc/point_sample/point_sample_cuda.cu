@@ -8,6 +8,7 @@
 #include <ATen/AccumulateType.h>
 #include <ATen/Context.h>
 #include <ATen/cuda/Atomic.cuh>
+#include <ATen/cuda/detail/KernelUtils.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -25,20 +26,27 @@ int64_t blocks_for(int64_t work) {
   return std::max<int64_t>(1, std::min<int64_t>((work + kThreads - 1) / kThreads, 1 << 20));
 }
 
-at::Tensor channels_last(const at::Tensor& t) { return t.permute({0, 2, 3, 1}).contiguous(); }
+
+// The corners of point n of location p (its index i over the flattened (B, H, W)); pts is
+// channels-last (B, H, W, 2N). The geometry is computed in acc_t (float for half inputs).
+template <typename acc_t, typename scalar_t>
+__device__ __forceinline__ Corners<acc_t> sample_corners(const scalar_t* pts, int64_t i,
+                                                         int64_t p, int64_t n, int64_t H,
+                                                         int64_t W, int64_t N) {
+  const acc_t px = static_cast<acc_t>(p % W) + static_cast<acc_t>(pts[i * 2 * N + 2 * n]);
+  const acc_t py = static_cast<acc_t>(p / W) + static_cast<acc_t>(pts[i * 2 * N + 2 * n + 1]);
+  return corners<acc_t>(px, py, H, W);
+}
 
 template <typename scalar_t, typename acc_t>
 __global__ void forward_kernel(const scalar_t* __restrict__ f, const scalar_t* __restrict__ pts,
                                scalar_t* __restrict__ out, int64_t total, int64_t H, int64_t W,
                                int64_t C, int64_t N) {
   const int64_t HW = H * W;
-  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
-       idx += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+  CUDA_KERNEL_LOOP_TYPE(idx, total, int64_t) {
     const int64_t c = idx % C, r = idx / C, n = r % N, i = r / N;
     const int64_t b = i / HW, p = i % HW;
-    const acc_t px = static_cast<acc_t>(p % W) + static_cast<acc_t>(pts[i * 2 * N + 2 * n]);
-    const acc_t py = static_cast<acc_t>(p / W) + static_cast<acc_t>(pts[i * 2 * N + 2 * n + 1]);
-    const Corners<acc_t> g = corners<acc_t>(px, py, H, W);
+    const Corners<acc_t> g = sample_corners<acc_t>(pts, i, p, n, H, W, N);
     const scalar_t* fb = f + b * HW * C + c;
     acc_t v = 0;
     for (int k = 0; k < 4; ++k)
@@ -52,13 +60,10 @@ __global__ void feats_grad_kernel(const scalar_t* __restrict__ gc,
                                   const scalar_t* __restrict__ pts, acc_t* __restrict__ gf,
                                   int64_t total, int64_t H, int64_t W, int64_t C, int64_t N) {
   const int64_t HW = H * W;
-  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
-       idx += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+  CUDA_KERNEL_LOOP_TYPE(idx, total, int64_t) {
     const int64_t c = idx % C, r = idx / C, n = r % N, i = r / N;
     const int64_t b = i / HW, p = i % HW;
-    const acc_t px = static_cast<acc_t>(p % W) + static_cast<acc_t>(pts[i * 2 * N + 2 * n]);
-    const acc_t py = static_cast<acc_t>(p / W) + static_cast<acc_t>(pts[i * 2 * N + 2 * n + 1]);
-    const Corners<acc_t> g = corners<acc_t>(px, py, H, W);
+    const Corners<acc_t> g = sample_corners<acc_t>(pts, i, p, n, H, W, N);
     const acc_t v = static_cast<acc_t>(gc[idx]);
     acc_t* gfb = gf + b * HW * C + c;
     for (int k = 0; k < 4; ++k)
@@ -77,9 +82,7 @@ __global__ void points_grad_kernel(const scalar_t* __restrict__ gc,
   for (int64_t s = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
        s < samples; s += warps) {
     const int64_t n = s % N, i = s / N, b = i / HW, p = i % HW;
-    const acc_t px = static_cast<acc_t>(p % W) + static_cast<acc_t>(pts[i * 2 * N + 2 * n]);
-    const acc_t py = static_cast<acc_t>(p / W) + static_cast<acc_t>(pts[i * 2 * N + 2 * n + 1]);
-    const Corners<acc_t> g = corners<acc_t>(px, py, H, W);
+    const Corners<acc_t> g = sample_corners<acc_t>(pts, i, p, n, H, W, N);
     const scalar_t* gr = gc + s * C;
     const scalar_t* fb = f + b * HW * C;
     acc_t d[4] = {0, 0, 0, 0};
@@ -125,9 +128,8 @@ std::tuple<at::Tensor, at::Tensor> point_sample_cols_backward_cuda(const at::Ten
   const int64_t N = check_inputs(feats, points, "distill::point_sample_cols_backward");
   const c10::cuda::CUDAGuard guard(feats.device());
   const int64_t B = feats.size(0), C = feats.size(1), H = feats.size(2), W = feats.size(3);
-  TORCH_CHECK(grad.sizes() == at::IntArrayRef({B, H, W, N, C}),
-              "distill::point_sample_cols_backward: grad must be (B, H, W, N, C), got ",
-              grad.sizes());
+  check_grad(grad, {B, H, W, N, C}, "(B, H, W, N, C)",
+             "distill::point_sample_cols_backward");
   // atomicAdd: the order of the feature gradient's additions varies from run to run
   at::globalContext().alertNotDeterministic("distill::point_sample_cols_backward (CUDA)");
   auto gp = at::zeros({B, H, W, 2 * N}, points.options());
@@ -171,8 +173,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> point_sample_sum_backward_cuda(
   const int64_t N = check_inputs(feats, points, op);
   const int64_t C_out = check_kernel(feats, kernel, N, op);
   const int64_t B = feats.size(0), C = feats.size(1), H = feats.size(2), W = feats.size(3);
-  TORCH_CHECK(grad.sizes() == at::IntArrayRef({B, H, W, C_out}), op,
-              ": grad must be (B, H, W, C_out), got ", grad.sizes());
+  check_grad(grad, {B, H, W, C_out}, "(B, H, W, C_out)", op);
   const auto g2 = grad.detach().reshape({B * H * W, C_out});
   const auto cols = point_sample_cols_cuda(feats, points).view({B * H * W, N * C});
   const auto gcols = at::mm(g2, kernel.detach().t()).view({B, H, W, N, C});

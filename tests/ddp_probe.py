@@ -42,3 +42,38 @@ class RankStateProbe(Hook):
         os.makedirs(self.out_dir, exist_ok=True)
         with open(os.path.join(self.out_dir, f'rank{get_rank()}.json'), 'w') as f:
             json.dump(out, f)
+
+
+@HOOKS.register_module()
+class LevelCounterProbe(Hook):
+    """Writes ``counters_rank<k>.json``: after every iteration, the student head's level
+    counters (``cls_level_pos``, ``reg_level_pos``, DDOD) and this rank's own positives per
+    level in that step (recorded from the head's ``get_targets``, before any reduction)."""
+
+    def __init__(self, out_dir):
+        self.out_dir = out_dir
+        self.steps = []
+        self.local = []
+
+    def before_train(self, runner):
+        model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+        self.head = getattr(model, 'architecture', model).bbox_head
+        get_targets = self.head.get_targets
+
+        def record(*args, **kwargs):
+            out = get_targets(*args, **kwargs)
+            pos = [[int(((lab >= 0) & (lab < self.head.num_classes)).sum()) for lab in out[i]]
+                   for i in (1, 7)]  # the classification and the regression labels
+            self.local.append(pos)
+            return out
+
+        self.head.get_targets = record
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        self.steps.append(dict(cls=self.head.cls_level_pos.tolist(),
+                               reg=self.head.reg_level_pos.tolist(), local=self.local[-1]))
+
+    def after_train(self, runner):
+        os.makedirs(self.out_dir, exist_ok=True)
+        with open(os.path.join(self.out_dir, f'counters_rank{get_rank()}.json'), 'w') as f:
+            json.dump(self.steps, f)

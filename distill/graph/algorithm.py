@@ -78,6 +78,17 @@ def _check_tap_sources(manager: RecorderManager, model: nn.Module, side: str,
                               f'does not have; its top-level modules are {heads}')
 
 
+def _option_hint(head: nn.Module, output: str, config: str, role: str) -> str:
+    """How to give a head an output it lacks, where a head option does (deltas -> GFL's
+    general distribution: DDOD, FCOS/MOD)."""
+    if output == 'box_dist' and hasattr(head, 'box_dist_reg_max'):
+        how = (' (or --cfg-options model.bbox_head.box_dist=16)' if role == 'student'
+               else ', and a checkpoint trained with it')
+        return (f'; it predicts box deltas: turn on its general-distribution option, '
+                f'model.bbox_head.box_dist=16 in {config}{how}')
+    return ''
+
+
 def read_tap(manager: RecorderManager, spec: dict):
     """What a tap reference ``dict(tap, index=None, record=0)`` recorded in the last step."""
     return manager.get_recorder(spec['tap']).get_record_data(
@@ -239,7 +250,8 @@ class DistillGraph(BaseAlgorithm):
                 config = self.pair_names[1 if of_teacher else 0]
                 if spec is None:
                     raise RecipeError(f'{where} needs the output {ref["output"]!r} of the {role} '
-                                      f'head, which {describe(head)} ({config}) does not have')
+                                      f'head, which {describe(head)} ({config}) does not have'
+                                      f'{_option_hint(head, ref["output"], config, role)}')
                 if of_teacher and spec.tap == 'assign':
                     raise RecipeError(f'{where} reads the teacher\'s {ref["output"]!r}, which '
                                       f'comes from label assignment; the teacher runs only its '

@@ -130,13 +130,19 @@ SALT_OUTPUTS = dict(
     GFL_OUTPUTS,
     box_stage1=HeadOutput('head', 2, 'decoded stage-1 (coarse) boxes', _stage1_boxes))
 
-_REGISTRY: dict[str, dict[str, HeadOutput]] = {
+_REGISTRY: dict = {
     'GFLHead': GFL_OUTPUTS, 'ATSSHead': ATSS_OUTPUTS, 'SALTHead': SALT_OUTPUTS}
 
 
-def register_head_outputs(head_class: str, outputs: dict[str, HeadOutput]) -> None:
-    """Declare the named outputs of a head class (by class name; subclasses inherit them)."""
-    _REGISTRY[head_class] = dict(outputs)
+def register_head_outputs(head_class: str, outputs) -> None:
+    """Declare the named outputs of a head class (by class name; subclasses inherit them).
+
+    Args:
+        head_class (str): The class name.
+        outputs (dict[str, HeadOutput] | callable): The outputs, or ``fn(head) -> dict`` when
+            they depend on the head's options (e.g. deltas or a distribution).
+    """
+    _REGISTRY[head_class] = outputs if callable(outputs) else dict(outputs)
 
 
 def head_outputs(head: nn.Module) -> dict[str, HeadOutput]:
@@ -147,7 +153,8 @@ def head_outputs(head: nn.Module) -> dict[str, HeadOutput]:
     """
     for cls in type(head).__mro__:
         if cls.__name__ in _REGISTRY:
-            return _REGISTRY[cls.__name__]
+            outputs = _REGISTRY[cls.__name__]
+            return outputs(head) if callable(outputs) else outputs
     return {}
 
 

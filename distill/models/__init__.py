@@ -1,7 +1,12 @@
-"""Heads and detectors registered in mmdet's ``MODELS`` on ``import distill``."""
+"""Heads, detectors, coders and assigners registered in mmdet's registries on ``import distill``."""
 
+from .assigners import APSAssigner, DDODAssigner
+from .box_dist import StrideDistanceCoder
+from .ddod_head import DDODPaperHead
+from .mod_head import MODHead
 from .salt_head import PointSetAlign, SALTHead, SALTNet, joint_logits
 from .salt_points import classification_points, regression_points
 
-__all__ = ['PointSetAlign', 'SALTHead', 'SALTNet', 'classification_points', 'joint_logits',
+__all__ = ['APSAssigner', 'DDODAssigner', 'DDODPaperHead', 'MODHead', 'PointSetAlign',
+           'SALTHead', 'SALTNet', 'StrideDistanceCoder', 'classification_points', 'joint_logits',
            'regression_points']

@@ -15,6 +15,10 @@ PAIRS += [('configs/coco/gfl_r18_fpn_1x_coco.py', 'kd_ld_vlr')]
 # SALT-Net students: SDR alone (no teacher), the teacher's recipe, and both in one run
 PAIRS += [('configs/coco/salt_r50_fpn_1x_coco.py', r) for r in ('sdr', 'kd_ld_vlr',
                                                                  'kd_ld_vlr+sdr')]
+# DDOD and MOD students: the LD paper's recipe with their general-distribution option
+PAIRS += [(f'configs/coco/{s}.py', 'kd_ld_vlr') for s in ('ddod_r50_fpn_1x_coco',
+                                                          'mod_fcos_r50_fpn_1x_coco')]
+DIST = ('ddod', 'mod')
 
 
 @pytest.fixture(scope='module')
@@ -27,10 +31,14 @@ def r101_ckpt(tmp_path_factory, repo):
 @pytest.mark.parametrize('student, recipe', PAIRS, ids=lambda x: str(x).split('/')[-1])
 def test_coco_distill_builds_and_trains_one_iteration(student, recipe, r101_ckpt, tiny_coco,
                                                       repo):
-    cfg = build_distill_config(str(repo / student), recipe, str(repo / TEACHER), r101_ckpt, {
+    options = {
         'train_dataloader.dataset.data_root': str(tiny_coco) + '/',
         'model.backbone.init_cfg': None,  # ImageNet weights would be downloaded
-    })
+    }
+    if student.split('/')[-1].startswith(DIST):
+        options['model.bbox_head.box_dist'] = 16
+    cfg = build_distill_config(str(repo / student), recipe, str(repo / TEACHER), r101_ckpt,
+                               options)
     assert ('teacher' in cfg.model) == (recipe not in ('none', 'sdr'))
     seen = {}
 

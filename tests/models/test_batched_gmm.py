@@ -82,3 +82,9 @@ def test_two_clusters_by_hand_and_single_candidates():
     assert out[1].tolist() == [True] + [False] * 5  # one candidate: kept
     assert not out[2].any()
     assert gmm_split(torch.zeros(0, 4), torch.zeros(0, 4, dtype=torch.bool)).shape == (0, 4)
+
+
+def test_early_stop_changes_nothing():
+    scores, valid = _pack(_cases(3, count=200))
+    torch.testing.assert_close(gmm_split(scores, valid, check_every=0),
+                               gmm_split(scores, valid, check_every=1), rtol=0, atol=0)

@@ -17,7 +17,7 @@ model = dict(
                            bgr_to_rgb=True),
     backbone=dict(style='pytorch', norm_cfg=dict(type='BN', requires_grad=True),
                   init_cfg=dict(type='Pretrained', checkpoint='torchvision://resnet50')),
-    bbox_head=dict(type='MODHead', rfa='first', rfa_conv='DCNv2', quality='giou',
+    bbox_head=dict(type='MODHead', rfa='first', rfa_conv='PSDCNv2', quality='giou',
                    box_dist=None, box_dist_init=4.0),
     train_cfg=dict(
         assigner=dict(type='APSAssigner', topk=9, num_levels=2, cls_weight=1.0,

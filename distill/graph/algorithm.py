@@ -80,7 +80,10 @@ def _check_tap_sources(manager: RecorderManager, model: nn.Module, side: str,
 
 def _option_hint(head: nn.Module, output: str, config: str, role: str) -> str:
     """How to give a head an output it lacks, where a head option does (deltas -> GFL's
-    general distribution: DDOD, FCOS/MOD)."""
+    general distribution: ATSS, DDOD, FCOS/MOD)."""
+    if output == 'box_dist' and type(head).__name__ == 'ATSSHead':
+        return (f'; it predicts box deltas: use the ATSS head with the general-distribution '
+                f'option, model.bbox_head.type=\'ATSSDistHead\' and box_dist=16 in {config}')
     if output == 'box_dist' and hasattr(head, 'box_dist_reg_max'):
         how = (' (or --cfg-options model.bbox_head.box_dist=16)' if role == 'student'
                else ', and a checkpoint trained with it')

@@ -158,6 +158,9 @@ def test_a_recipe_reading_an_output_the_head_lacks_is_refused(teacher_ckpt, repo
     assert "recipes/ld.py: edge 'main_ld' needs the output 'box_dist' of the teacher head" in msg
     assert 'ATSSHead (outputs: box_deltas, boxes, centerness, cls_logits' in msg
     assert teacher in msg
+    # ... and says which option gives the head a distribution
+    assert ("it predicts box deltas: use the ATSS head with the general-distribution option, "
+            "model.bbox_head.type='ATSSDistHead' and box_dist=16 in " + teacher) in msg
     # the student side too, and a teacher is never asked for label-assignment outputs
     sdr = build_distill_config(str(repo / STUDENT), 'sdr')
     with pytest.raises(RecipeError, match=r"edge 'sdr' needs the output 'box_stage1' of the "

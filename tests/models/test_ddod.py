@@ -114,3 +114,39 @@ def test_counters_are_separate_accumulate_and_are_saved(data_cache):
     assert not torch.equal(cls, reg)  # the two assignments differ, so must the counters
     state = model.state_dict()
     torch.testing.assert_close(state['bbox_head.reg_level_pos'], reg)
+
+
+def test_each_branch_is_weighted_by_its_own_counter(data_cache):
+    """Eq. 5: the level-l classification loss is w_cls[l] x mmdet's unweighted one, the box
+    losses w_reg[l] x theirs, with w from the counters after this step (Eq. 3-4)."""
+    cfg = Config.fromfile(CONFIG)
+    model, dataset, _ = build_train_parts(cfg, 8, 0)
+    head = model.bbox_head
+    head.cls_level_pos += torch.tensor([500., 50., 5.], dtype=torch.float64)
+    head.reg_level_pos += torch.tensor([5., 500., 50.], dtype=torch.float64)
+    seen = {}
+    get_targets = head.get_targets
+
+    def record(*args, **kwargs):
+        seen['t'] = get_targets(*args, **kwargs)
+        return seen['t']
+
+    head.get_targets = record
+    batch = pseudo_collate([dataset[i] for i in range(4)])
+    data = model.data_preprocessor(batch, True)
+    feats = model.extract_feat(data['inputs'])
+    outs = head(feats)
+    losses = head.loss_by_feat(*outs, [s.gt_instances for s in data['data_samples']],
+                               [s.metainfo for s in data['data_samples']])
+    t = seen['t']
+    w_cls, w_reg = level_weights(head.cls_level_pos), level_weights(head.reg_level_pos)
+    assert w_cls.argmax() == 2 and w_reg.argmax() == 0  # two different weightings
+    cls_avg = max(float(t[5]), 1.0)
+    reg_avg = max(float(t[11]), 1.0)
+    for lv in range(3):
+        plain, = head.loss_cls_by_feat_single(outs[0][lv], t[1][lv], t[2][lv], 1.0, cls_avg)
+        torch.testing.assert_close(losses['loss_cls'][lv], float(w_cls[lv]) * plain)
+        box, iou = head.loss_reg_by_feat_single(t[6][lv], outs[1][lv], outs[2][lv], t[7][lv],
+                                                t[8][lv], t[9][lv], t[10][lv], 1.0, reg_avg)
+        torch.testing.assert_close(losses['loss_bbox'][lv], float(w_reg[lv]) * box)
+        torch.testing.assert_close(losses['loss_iou'][lv], float(w_reg[lv]) * iou)

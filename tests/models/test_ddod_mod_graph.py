@@ -16,9 +16,11 @@ from tests.helpers import save_detector_checkpoint, train_iterations
 
 DDOD = 'configs/tiny/ddod_s_digits.py'
 MOD = 'configs/tiny/mod_s_digits.py'
+ATSS = 'configs/tiny/atss_s_digits.py'
 GFL_S = 'configs/tiny/gfl_s_digits.py'
 GFL_L = 'configs/tiny/gfl_l_digits.py'
 DIST = {'model.bbox_head.box_dist': 16}
+ATSS_DIST = {'model.bbox_head.type': 'ATSSDistHead', **DIST}
 
 
 @pytest.fixture(scope='module')
@@ -39,10 +41,10 @@ def _check_teacher_untouched(model, log_vars):
 
 
 @pytest.mark.parametrize('recipe', ['none', 'kd', 'ld', 'ld_vlr', 'kd_ld_vlr'])
-@pytest.mark.parametrize('student', [DDOD, MOD])
+@pytest.mark.parametrize('student', [DDOD, MOD, ATSS])
 def test_student_with_box_dist_trains_under_every_recipe(student, recipe, gfl_teacher, repo):
     cfg = build_distill_config(str(repo / student), recipe, str(repo / GFL_L), gfl_teacher,
-                               cfg_options=DIST)
+                               cfg_options=ATSS_DIST if student == ATSS else DIST)
     seen = {}
 
     def check(model, log_vars):
@@ -52,7 +54,8 @@ def test_student_with_box_dist_trains_under_every_recipe(student, recipe, gfl_te
     losses, touched = train_iterations(cfg, iterations=3, batch_size=2, subset=6, on_step=check)
     assert all(torch.isfinite(torch.tensor(losses)))
     assert all(touched.values()), [n for n, t in touched.items() if not t]
-    assert {'loss_cls', 'loss_bbox', 'loss_iou', 'loss_dfl'} <= set(seen)
+    quality = 'loss_centerness' if student == ATSS else 'loss_iou'
+    assert {'loss_cls', 'loss_bbox', quality, 'loss_dfl'} <= set(seen)
     for edge in cfg.model.edges:
         assert 0 <= seen[f'loss_{edge["name"]}'] < float('inf')
 

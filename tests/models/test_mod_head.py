@@ -5,13 +5,13 @@ replaces; the GIoU quality target of the paper."""
 import pytest
 import torch
 import torch.nn.functional as F
-from mmcv.ops import ModulatedDeformConv2dPack
 from mmdet.models.dense_heads import FCOSHead
 from mmdet.structures.bbox import bbox_overlaps
 from mmengine.config import ConfigDict
 from mmengine.structures import InstanceData
 
 from distill.models import MODHead
+from distill.ops import PSDCNv2
 
 KW = dict(num_classes=4, in_channels=8, feat_channels=8, stacked_convs=2, strides=[8, 16],
           regress_ranges=((-1, 16), (16, 1e8)), center_sampling=True, norm_on_bbox=True,
@@ -72,11 +72,11 @@ def test_rfa_replaces_the_asked_conv_of_both_towers(rfa, where):
         kinds = [type(m.conv).__name__ for m in tower]
         want = ['Conv2d'] * 2
         if where is not None:
-            want[where] = 'ModulatedDeformConv2dPack'
+            want[where] = 'PSDCNv2'
         assert kinds == want
     if where is not None:
         conv = head.cls_convs[where].conv
-        assert isinstance(conv, ModulatedDeformConv2dPack)
+        assert isinstance(conv, PSDCNv2)
         # zero offsets and mask logits: it starts as the plain conv with every tap weighted by
         # the modulation sigmoid(0) = 1/2
         assert conv.conv_offset.weight.abs().sum() == 0

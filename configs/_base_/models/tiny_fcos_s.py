@@ -15,7 +15,7 @@ model = dict(
         strides=[8, 16, 32],
         norm_cfg=dict(type='GN', num_groups=16, requires_grad=True),
         rfa=None,
-        rfa_conv='DCNv2',
+        rfa_conv='PSDCNv2',
         quality='giou',
         # box_dist=16: GFL's general distribution instead of the 4 distances, so LD applies
         box_dist=None,

@@ -1,0 +1,127 @@
+"""3x3 deformable convolutions (DCN, and DCNv2's modulated one) on the point-set sampling op.
+
+A deformable conv samples its K x K taps at ``p + p_k + dp_k`` and sums them with the kernel's
+weights (DDOD Eq. 2): exactly :func:`~distill.ops.point_sample.point_sample_sum` with the
+points ``p_k + dp_k``. These layers have mmcv's ``DeformConv2dPack`` /
+``ModulatedDeformConv2dPack`` parameters, names and initialisation (a checkpoint of one loads
+into the other) and their outputs; they run on ``distill._C`` (C++ CPU / CUDA, falling back to
+``grid_sample``), where mmcv's CPU im2col is 11-30x slower (``benchmarks/point_sample.py``).
+Registered for ``build_conv_layer`` as ``'PSDCN'`` and ``'PSDCNv2'``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from mmengine.registry import MODELS
+from torch import Tensor, nn
+
+from .point_sample import point_sample_cols, point_sample_sum
+
+
+def points_from_deform_offsets(offsets: Tensor, kernel_size: int = 3) -> Tensor:
+    """Inverse of :func:`~distill.ops.point_sample.deform_conv_offsets`: the points a
+    deformable conv with these offsets samples, relative to each location.
+
+    Args:
+        offsets (Tensor[B, 2N, H, W]): mmcv's offsets, ``(dy, dx)`` per kernel point
+            ``k = i * K + j`` (row first), ``N = K * K``.
+
+    Returns:
+        Tensor[B, 2N, H, W]: ``(dx_k, dy_k) = (j - K // 2 + off_x, i - K // 2 + off_y)``.
+    """
+    b, two_n, h, w = offsets.shape
+    n = kernel_size * kernel_size
+    k = torch.arange(n, device=offsets.device)
+    grid_y = (k // kernel_size - kernel_size // 2).to(offsets.dtype)[:, None, None]
+    grid_x = (k % kernel_size - kernel_size // 2).to(offsets.dtype)[:, None, None]
+    off = offsets.reshape(b, n, 2, h, w)
+    return torch.stack([off[:, :, 1] + grid_x, off[:, :, 0] + grid_y], 2).reshape(b, two_n, h, w)
+
+
+class PointSampleDeformConv2d(nn.Module):
+    """A K x K deformable conv whose offsets (and masks) come from a conv of its input.
+
+    Args:
+        in_channels, out_channels (int): Channels.
+        kernel_size (int): K (odd).
+        stride, padding, dilation, groups, deform_groups: Only the dense "same" case: 1,
+            ``K // 2``, 1, 1, 1 (what the detection heads use).
+        bias (bool): Add a bias.
+        modulated (bool): DCNv2: a sigmoid mask per tap multiplies each sample.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size=3, stride=1,
+                 padding=1, dilation=1, groups=1, deform_groups=1, bias=False,
+                 modulated: bool = False):
+        super().__init__()
+        k = kernel_size if isinstance(kernel_size, int) else kernel_size[0]
+        same = dict(stride=1, padding=k // 2, dilation=1, groups=1, deform_groups=1)
+        got = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
+                   deform_groups=deform_groups)
+        bad = {key: v for key, v in got.items() if (v if isinstance(v, int) else v[0]) != same[key]}
+        if bad or k % 2 == 0:
+            raise ValueError(f'{type(self).__name__} supports a dense odd-size kernel with '
+                             f'{same}; got kernel_size={kernel_size}, {bad}')
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, k
+        self.modulated = modulated
+        # what mmcv's ConvModule reads from its conv
+        self.stride, self.padding, self.dilation = (1, 1), (k // 2, k // 2), (1, 1)
+        self.groups, self.transposed, self.output_padding = 1, False, (0, 0)
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, k, k))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.conv_offset = nn.Conv2d(in_channels, (3 if modulated else 2) * k * k, k,
+                                     padding=k // 2, bias=True)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """mmcv's: uniform weights in +-1/sqrt(C K^2), zero bias, zero offsets (and masks)."""
+        stdv = 1.0 / math.sqrt(self.in_channels * self.kernel_size ** 2)
+        nn.init.uniform_(self.weight, -stdv, stdv)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+        nn.init.zeros_(self.conv_offset.weight)
+        nn.init.zeros_(self.conv_offset.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x (Tensor[B, C, H, W]) -> Tensor[B, C_out, H, W]``."""
+        out = self.conv_offset(x)
+        n = self.kernel_size ** 2
+        weight = self.weight.reshape(self.out_channels, self.in_channels, n)
+        if not self.modulated:
+            return point_sample_sum(x, points_from_deform_offsets(out, self.kernel_size), weight,
+                                    self.bias)
+        # mmcv's layout: [offsets of the first half | of the second half | mask logits]
+        o1, o2, mask = torch.chunk(out, 3, dim=1)
+        points = points_from_deform_offsets(torch.cat([o1, o2], 1), self.kernel_size)
+        cols = point_sample_cols(x, points)  # (B, H, W, N, C)
+        cols = cols * mask.sigmoid().permute(0, 2, 3, 1)[..., None].to(cols)
+        b, h, w = cols.shape[:3]
+        kernel = weight.permute(2, 1, 0).reshape(n * self.in_channels, self.out_channels)
+        res = (cols.reshape(b * h * w, n * self.in_channels) @ kernel.to(cols))
+        res = res.reshape(b, h, w, self.out_channels)
+        if self.bias is not None:
+            res = res + self.bias
+        return res.permute(0, 3, 1, 2)
+
+    def extra_repr(self) -> str:
+        return (f'{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, '
+                f'modulated={self.modulated}, bias={self.bias is not None}')
+
+
+@MODELS.register_module('PSDCN')
+class PSDCN(PointSampleDeformConv2d):
+    """DCN (v1) on the point-set sampling op; mmcv ``DeformConv2dPack``'s parameters."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, modulated=False, **kwargs)
+
+
+@MODELS.register_module('PSDCNv2')
+class PSDCNv2(PointSampleDeformConv2d):
+    """Modulated DCN (v2) on the point-set sampling op; mmcv ``ModulatedDeformConv2dPack``'s
+    parameters."""
+
+    def __init__(self, *args, bias=True, **kwargs):
+        super().__init__(*args, bias=bias, modulated=True, **kwargs)

@@ -1,0 +1,49 @@
+"""The deformable convs on the point-set sampling op against mmcv's DeformConv2dPack and
+ModulatedDeformConv2dPack with the same parameters: outputs and gradients (input, weight,
+offset conv), with the compiled op and with the reference."""
+
+import pytest
+import torch
+from mmcv.cnn import build_conv_layer
+from mmcv.ops import DeformConv2dPack, ModulatedDeformConv2dPack
+
+from distill.ops import PSDCN, PSDCNv2, points_from_deform_offsets
+from distill.ops.point_sample import compiled_available, deform_conv_offsets, use_compiled
+
+
+@pytest.mark.parametrize('compiled', [
+    pytest.param(True, marks=pytest.mark.skipif(not compiled_available(),
+                                                reason='distill._C not built')), False])
+@pytest.mark.parametrize('ours_cls,mmcv_cls,bias', [(PSDCN, DeformConv2dPack, False),
+                                                    (PSDCNv2, ModulatedDeformConv2dPack, True)])
+def test_equals_mmcv(ours_cls, mmcv_cls, bias, compiled):
+    torch.manual_seed(0)
+    ref = mmcv_cls(5, 7, 3, padding=1, bias=bias)
+    # non-zero offsets and masks, so that the sampling is off the grid
+    torch.nn.init.normal_(ref.conv_offset.weight, std=0.3)
+    torch.nn.init.normal_(ref.conv_offset.bias, std=0.5)
+    if bias:
+        torch.nn.init.normal_(ref.bias)
+    ours = ours_cls(5, 7, 3, padding=1, bias=bias)
+    ours.load_state_dict(ref.state_dict())  # the same names: checkpoints interchange
+    x = torch.randn(2, 5, 9, 6)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    with use_compiled(compiled):
+        a = ours(xa)
+    b = ref(xb)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    g = torch.randn_like(b)
+    ga = torch.autograd.grad(a, [xa, ours.weight, ours.conv_offset.weight], g)
+    gb = torch.autograd.grad(b, [xb, ref.weight, ref.conv_offset.weight], g)
+    for name, u, v in zip(('input', 'weight', 'offset conv'), ga, gb):
+        torch.testing.assert_close(u, v, rtol=1e-3, atol=1e-4, msg=name)
+
+
+def test_init_is_mmcvs_and_the_offsets_round_trip():
+    conv = build_conv_layer(dict(type='PSDCNv2'), 4, 6, 3, padding=1)
+    assert isinstance(conv, PSDCNv2) and conv.conv_offset.out_channels == 27
+    assert conv.conv_offset.weight.abs().sum() == 0 and conv.weight.abs().max() <= 1 / 6
+    pts = torch.randn(2, 18, 3, 4)
+    torch.testing.assert_close(points_from_deform_offsets(deform_conv_offsets(pts)), pts)
+    with pytest.raises(ValueError, match='dense odd-size kernel'):
+        PSDCN(4, 4, 3, stride=2, padding=1)

@@ -100,3 +100,32 @@ def export_round_trip(run_cfg, ckpt, tmp_path):
                                     {'test_evaluator.outfile_prefix': str(tmp_path / name)})
         results[name] = (metrics, (tmp_path / f'{name}.bbox.json').read_bytes())
     return model, results
+
+
+def record_outputs(obj, name: str) -> list:
+    """Wrap the method ``obj.<name>`` (on this instance) so that every call's output is kept.
+
+    Returns:
+        list: The outputs, one per call, in order.
+    """
+    calls = []
+    original = getattr(obj, name)
+
+    def wrapper(*args, **kwargs):
+        out = original(*args, **kwargs)
+        calls.append(out)
+        return out
+
+    setattr(obj, name, wrapper)
+    return calls
+
+
+def teacher_checker(seen: dict):
+    """An ``on_step`` for :func:`train_iterations`: asserts that the teacher (if any) stays in
+    eval mode and gets no gradient, and collects each step's log variables into ``seen``."""
+    def check(model, log_vars):
+        if model.teacher is not None:
+            assert not model.teacher.training
+            assert all(p.grad is None for p in model.teacher.parameters())
+        seen.update(log_vars)
+    return check

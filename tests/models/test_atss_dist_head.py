@@ -8,6 +8,7 @@ from mmengine.config import ConfigDict
 from mmengine.structures import InstanceData
 
 from distill.models import ATSSDistHead
+from tests.helpers import record_outputs
 
 KW = dict(num_classes=3, in_channels=8, feat_channels=8, stacked_convs=1,
           norm_cfg=dict(type='GN', num_groups=4, requires_grad=True),
@@ -57,16 +58,9 @@ def test_box_dist_dfl_is_gfls_weighted_like_atss_box_loss():
     assert head.atss_reg.out_channels == 68
     feats, gts, metas = _inputs()
     outs = head(feats)
-    seen = {}
-    get_targets = head.get_targets
-
-    def record(*args, **kwargs):
-        seen['t'] = get_targets(*args, **kwargs)
-        return seen['t']
-
-    head.get_targets = record
+    calls = record_outputs(head, 'get_targets')
     losses = head.loss_by_feat(*outs, gts, metas)
-    anchors, labels, _, targets = (seen['t'][i] for i in range(4))
+    anchors, labels, _, targets = (calls[-1][i] for i in range(4))
     dfl = DistributionFocalLoss(loss_weight=0.25)
     raw, weights = [], 0.0
     for lv, s in enumerate((8, 16)):

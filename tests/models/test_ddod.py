@@ -11,6 +11,7 @@ from mmengine.structures import InstanceData
 from distill.build import build_train_parts
 from distill.models.assigners import DDODAssigner
 from distill.models.ddod_head import count_positives, level_weights
+from tests.helpers import record_outputs
 
 CONFIG = 'configs/tiny/ddod_s_digits.py'
 
@@ -95,18 +96,11 @@ def test_counters_are_separate_accumulate_and_are_saved(data_cache):
     head = model.bbox_head
     assert head.cls_level_pos.dtype == torch.float64
     assert not hasattr(head, 'cls_num_pos_samples_per_level')  # mmdet's lists are gone
-    seen = []
-    get_targets = head.get_targets
-
-    def record(*args, **kwargs):
-        out = get_targets(*args, **kwargs)
-        seen.append((count_positives(out[1], 10), count_positives(out[7], 10)))
-        return out
-
-    head.get_targets = record
+    calls = record_outputs(head, 'get_targets')
     for step in range(2):
         batch = pseudo_collate([dataset[i] for i in range(4 * step, 4 * step + 4)])
         model(**model.data_preprocessor(batch, True), mode='loss')
+    seen = [(count_positives(out[1], 10), count_positives(out[7], 10)) for out in calls]
     cls = seen[0][0] + seen[1][0]
     reg = seen[0][1] + seen[1][1]
     torch.testing.assert_close(head.cls_level_pos, cls)
@@ -124,21 +118,14 @@ def test_each_branch_is_weighted_by_its_own_counter(data_cache):
     head = model.bbox_head
     head.cls_level_pos += torch.tensor([500., 50., 5.], dtype=torch.float64)
     head.reg_level_pos += torch.tensor([5., 500., 50.], dtype=torch.float64)
-    seen = {}
-    get_targets = head.get_targets
-
-    def record(*args, **kwargs):
-        seen['t'] = get_targets(*args, **kwargs)
-        return seen['t']
-
-    head.get_targets = record
+    calls = record_outputs(head, 'get_targets')
     batch = pseudo_collate([dataset[i] for i in range(4)])
     data = model.data_preprocessor(batch, True)
     feats = model.extract_feat(data['inputs'])
     outs = head(feats)
     losses = head.loss_by_feat(*outs, [s.gt_instances for s in data['data_samples']],
                                [s.metainfo for s in data['data_samples']])
-    t = seen['t']
+    t = calls[-1]
     w_cls, w_reg = level_weights(head.cls_level_pos), level_weights(head.reg_level_pos)
     assert w_cls.argmax() == 2 and w_reg.argmax() == 0  # two different weightings
     cls_avg = max(float(t[5]), 1.0)

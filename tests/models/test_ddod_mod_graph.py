@@ -12,7 +12,7 @@ from mmengine.structures import InstanceData
 from distill.build import build_train_parts
 from distill.cli.train_distill import build_distill_config
 from distill.errors import RecipeError
-from tests.helpers import save_detector_checkpoint, train_iterations
+from tests.helpers import save_detector_checkpoint, teacher_checker, train_iterations
 
 DDOD = 'configs/tiny/ddod_s_digits.py'
 MOD = 'configs/tiny/mod_s_digits.py'
@@ -34,24 +34,14 @@ def _dist_config(tmp_path, repo, config):
     return str(path)
 
 
-def _check_teacher_untouched(model, log_vars):
-    if model.teacher is not None:
-        assert not model.teacher.training
-        assert all(p.grad is None for p in model.teacher.parameters())
-
-
 @pytest.mark.parametrize('recipe', ['none', 'kd', 'ld', 'ld_vlr', 'kd_ld_vlr'])
 @pytest.mark.parametrize('student', [DDOD, MOD, ATSS])
 def test_student_with_box_dist_trains_under_every_recipe(student, recipe, gfl_teacher, repo):
     cfg = build_distill_config(str(repo / student), recipe, str(repo / GFL_L), gfl_teacher,
                                cfg_options=ATSS_DIST if student == ATSS else DIST)
     seen = {}
-
-    def check(model, log_vars):
-        _check_teacher_untouched(model, log_vars)
-        seen.update(log_vars)
-
-    losses, touched = train_iterations(cfg, iterations=3, batch_size=2, subset=6, on_step=check)
+    losses, touched = train_iterations(cfg, iterations=3, batch_size=2, subset=6,
+                                       on_step=teacher_checker(seen))
     assert all(torch.isfinite(torch.tensor(losses)))
     assert all(touched.values()), [n for n, t in touched.items() if not t]
     quality = 'loss_centerness' if student == ATSS else 'loss_iou'
@@ -66,12 +56,8 @@ def test_gfl_student_learns_from_a_ddod_or_mod_teacher(teacher, tmp_path, repo):
     ckpt = save_detector_checkpoint(config, tmp_path / 'teacher.pth')
     cfg = build_distill_config(str(repo / GFL_S), 'kd_ld_vlr', config, ckpt)
     seen = {}
-
-    def check(model, log_vars):
-        _check_teacher_untouched(model, log_vars)
-        seen.update(log_vars)
-
-    losses, touched = train_iterations(cfg, iterations=2, batch_size=2, subset=4, on_step=check)
+    losses, touched = train_iterations(cfg, iterations=2, batch_size=2, subset=4,
+                                       on_step=teacher_checker(seen))
     assert all(torch.isfinite(torch.tensor(losses))) and all(touched.values())
     assert all(seen[f'loss_{e}'] > 0 for e in ('main_kd', 'main_ld', 'vlr_ld'))
 

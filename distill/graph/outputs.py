@@ -12,8 +12,9 @@ Every output is returned flat, one row per prior in mmdet's order: ``Tensor[B, N
 Names:
     ``cls_logits``: class logits (GFL-style heads: logits of the joint class-quality score).
     ``box_dist``: the general distribution, ``4 * (reg_max + 1)`` logits per prior (GFL).
-    ``box_deltas``: encoded box deltas (ATSS).
+    ``box_deltas``: encoded box deltas (ATSS, DDOD; FCOS/MOD: distances in strides).
     ``centerness``: centerness logit (ATSS).
+    ``iou``: IoU-branch logit (DDOD). ``quality``: quality logit (MOD: GIoU or centerness).
     ``box_stage1``: decoded coarse boxes ``(x1, y1, x2, y2)`` of a two-stage head (SALT-Net).
     ``boxes``: decoded final boxes ``(x1, y1, x2, y2)``, image pixels.
     ``labels``: assigned labels (``num_classes`` = background) from the head's assignment.

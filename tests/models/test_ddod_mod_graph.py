@@ -34,7 +34,8 @@ def _dist_config(tmp_path, repo, config):
     return str(path)
 
 
-@pytest.mark.parametrize('recipe', ['none', 'kd', 'ld', 'ld_vlr', 'kd_ld_vlr'])
+@pytest.mark.parametrize('recipe', ['none', 'kd', 'ld', 'ld_vlr', 'kd_ld_vlr', 'ld_published',
+                                    'ld_vlr_published'])
 @pytest.mark.parametrize('student', [DDOD, MOD, ATSS])
 def test_student_with_box_dist_trains_under_every_recipe(student, recipe, gfl_teacher, repo):
     cfg = build_distill_config(str(repo / student), recipe, str(repo / GFL_L), gfl_teacher,

@@ -118,3 +118,14 @@ def test_giou_loss_pairs_is_one_minus_mmdets_giou():
     pg, _, _ = _pad(gts, [torch.zeros(len(t)).long() for t in gts])
     torch.testing.assert_close(giou_loss_pairs(boxes, pg),
                                1 - bbox_overlaps(pg, boxes, mode='giou'))
+
+
+def test_duplicate_gts_go_to_the_first():
+    assigner = APSAssigner(reg_weight=2.0)
+    points, sizes, logits, boxes, gts, labels = _batch(0)
+    gts[0] = torch.cat([gts[0][:1], gts[0]])  # GT 0 annotated twice
+    labels[0] = torch.cat([labels[0][:1], labels[0]])
+    ours, positives = assigner.assign_batch(points, sizes, logits, boxes, *_pad(gts, labels))
+    assert torch.equal(positives[0, 0], positives[0, 1]) and positives[0, 0].any()
+    assert not (ours[0] == 1).any() and (ours[0] == 0).any()
+    assert (ours == aps_assign_per_gt(assigner, points, sizes, logits, boxes, gts, labels)).all()

@@ -230,10 +230,14 @@ class APSAssigner(BaseAssigner):
         # invalid slots write into a spare column n, so no real location is written twice
         slot = torch.where(ok, cand, n)
         positives = inside.new_zeros(b, g, n + 1).scatter_(2, slot, pos_c)[..., :n]
-        # a location claimed by several GTs: the lowest combined loss
-        claim = torch.where(positives, total, total.new_tensor(float('inf')))
-        best, gt_index = claim.min(1)
-        return torch.where(torch.isfinite(best), gt_index, -1), positives
+        # a location claimed by several GTs: the lowest combined loss (then the lowest GT
+        # index), resolved over the positives only
+        where = (cb * n + safe)[pos_c]
+        cost, owner = (c_cls + c_reg)[pos_c], cg[pos_c]
+        best = cost.new_full((b * n,), float('inf')).scatter_reduce_(0, where, cost, 'amin')
+        win = cost == best[where]
+        gt_index = owner.new_full((b * n,), g).scatter_reduce_(0, where[win], owner[win], 'amin')
+        return torch.where(gt_index < g, gt_index, -1).view(b, n), positives
 
     def assign(self, pred_instances: InstanceData, num_level_priors: list[int],
                gt_instances: InstanceData, gt_instances_ignore=None, **kwargs) -> AssignResult:

@@ -90,8 +90,18 @@ def coco_zeros() -> dict:
     return {f'coco/{k}': 0.0 for k in COCO_KEYS} | {'no_detections': True}
 
 
+def _option_value(value) -> str:
+    """How mmengine's ``DictAction`` reads ``value`` back from the child's command line."""
+    if value is None:
+        return 'None'  # json's 'null' would reach the config as the string 'null'
+    if isinstance(value, (list, tuple)):
+        inner = ','.join(_option_value(v) for v in value)
+        return f'[{inner}]' if isinstance(value, list) else f'({inner},)'
+    return json.dumps(value).replace(' ', '')
+
+
 def _options_args(options: dict) -> list[str]:
-    return [f'{k}={json.dumps(v).replace(" ", "")}' for k, v in options.items()]
+    return [f'{k}={_option_value(v)}' for k, v in options.items()]
 
 
 def run_one(args, recipe: str, seed: int, options: dict) -> dict:

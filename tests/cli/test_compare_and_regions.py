@@ -50,3 +50,18 @@ def test_draw_regions_matches_the_graph(tmp_path, repo):
     # Algorithm 1 keeps the positives in the VLR: the drawn masks overlap, and the VLR is the
     # graph's own VLRRegion (checked against a naive loop in tests/regions)
     assert (main & vlr).any() and (vlr & ~main).any()
+
+
+def test_cfg_options_reach_each_run_as_given():
+    """compare.py forwards its --cfg-options to each run's command line: mmengine's DictAction
+    must read back the same values (None was once forwarded as the string 'null')."""
+    import argparse
+
+    from mmengine.config import DictAction
+
+    from distill.cli.compare import _options_args
+    opts = {'a': None, 'b': 'first', 'c': [1, 2.5], 'd': True, 'e': (8, 16), 'f': [None, 'x'],
+            'g': 3}
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    assert parser.parse_args(['--cfg-options', *_options_args(opts)]).cfg_options == opts

@@ -36,6 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from distill.models.assigners import APSAssigner  # noqa: E402
 from distill.models.assigners.aps_reference import aps_assign_per_gt  # noqa: E402
+from distill.regions.base import pad_per_image  # noqa: E402
 
 SHAPES = {
     # batch, image side, strides, classes, GTs per image (min, max)
@@ -66,12 +67,8 @@ def make_batch(shape: str, gen: torch.Generator, device: str):
         xy = torch.rand(k, 2, generator=gen) * (side - wh)
         gts.append(torch.cat([xy, xy + wh], -1))
         labels.append(torch.randint(0, classes, (k,), generator=gen))
-    g = max(len(t) for t in gts)
-    pg = torch.zeros(b, g, 4)
-    pl = torch.zeros(b, g, dtype=torch.long)
-    valid = torch.zeros(b, g, dtype=torch.bool)
-    for i, (t, lab) in enumerate(zip(gts, labels)):
-        pg[i, :len(t)], pl[i, :len(t)], valid[i, :len(t)] = t, lab, True
+    pg, valid = pad_per_image(gts, points)
+    pl, _ = pad_per_image(labels, points)
     moved = [x.to(device) for x in (points, logits, boxes, pg, pl, valid)]
     return moved, sizes, [t.to(device) for t in gts], [t.to(device) for t in labels]
 

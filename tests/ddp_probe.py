@@ -53,25 +53,21 @@ class LevelCounterProbe(Hook):
     def __init__(self, out_dir):
         self.out_dir = out_dir
         self.steps = []
-        self.local = []
 
     def before_train(self, runner):
+        from tests.helpers import record_outputs
+
         model = runner.model.module if hasattr(runner.model, 'module') else runner.model
         self.head = getattr(model, 'architecture', model).bbox_head
-        get_targets = self.head.get_targets
-
-        def record(*args, **kwargs):
-            out = get_targets(*args, **kwargs)
-            pos = [[int(((lab >= 0) & (lab < self.head.num_classes)).sum()) for lab in out[i]]
-                   for i in (1, 7)]  # the classification and the regression labels
-            self.local.append(pos)
-            return out
-
-        self.head.get_targets = record
+        self.calls = record_outputs(self.head, 'get_targets')
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        out = self.calls[-1]
+        local = [[int(((lab >= 0) & (lab < self.head.num_classes)).sum()) for lab in out[i]]
+                 for i in (1, 7)]  # the classification and the regression labels
+        self.calls.clear()  # (the targets of one step only)
         self.steps.append(dict(cls=self.head.cls_level_pos.tolist(),
-                               reg=self.head.reg_level_pos.tolist(), local=self.local[-1]))
+                               reg=self.head.reg_level_pos.tolist(), local=local))
 
     def after_train(self, runner):
         os.makedirs(self.out_dir, exist_ok=True)

@@ -13,25 +13,13 @@ from __future__ import annotations
 from mmdet.models.dense_heads import ATSSHead
 from mmdet.registry import MODELS
 from mmdet.utils import reduce_mean
-from torch import nn
 
-from distill.graph.outputs import ATSS_OUTPUTS, HeadOutput, register_head_outputs
-from distill.models.box_dist import StrideDistanceCoder, dfl_loss, init_distribution
-
-
-def square_anchor_scale(head, option: str) -> float:
-    """The anchors' side in strides; raises unless they are square, one per location."""
-    gen = head.prior_generator
-    if len(gen.ratios) != 1 or float(gen.ratios[0]) != 1.0 or len(gen.scales) != 1:
-        raise ValueError(f'{type(head).__name__}({option}) decodes distances from square '
-                         f'anchors, one per location: the anchor generator needs ratios=[1.0] '
-                         f'and scales_per_octave=1, got ratios={gen.ratios.tolist()} and '
-                         f'{len(gen.scales)} scales')
-    return float(gen.scales[0])
+from distill.graph.outputs import ATSS_OUTPUTS, register_head_outputs
+from distill.models.box_dist import BoxDistOption, dfl_loss
 
 
 @MODELS.register_module()
-class ATSSDistHead(ATSSHead):
+class ATSSDistHead(BoxDistOption, ATSSHead):
     """ATSS with an optional general-distribution box branch.
 
     Args:
@@ -45,29 +33,20 @@ class ATSSDistHead(ATSSHead):
                  loss_dfl: dict = dict(type='DistributionFocalLoss', loss_weight=0.25),
                  **kwargs):
         self.box_dist_reg_max = box_dist  # read by _init_layers, which super().__init__ calls
-        #: the distribution's bins - 1 as GFL's (None: deltas); the pair check compares it
-        self.reg_max = box_dist
         super().__init__(*args, **kwargs)
         if box_dist is not None:
-            scale = square_anchor_scale(self, f'box_dist={box_dist}')
-            self.bbox_coder = StrideDistanceCoder(box_dist, anchor_scale=scale)
-            self.reg_decoded_bbox = True
-            self.loss_dfl = MODELS.build(loss_dfl)
+            self.use_anchor_box_dist(loss_dfl)
         self._dfl: list = []
 
     def _init_layers(self) -> None:
         super()._init_layers()
         if self.box_dist_reg_max is not None:
-            self.atss_reg = nn.Conv2d(self.feat_channels,
-                                      self.num_base_priors * 4 * (self.box_dist_reg_max + 1),
-                                      3, padding=1)
+            self.atss_reg = self.box_dist_conv(self.num_base_priors)
 
     def init_weights(self) -> None:
         super().init_weights()
         if self.box_dist_reg_max is not None:
-            # each side starts at the anchor's half side, as deltas of 0 start at the anchor
-            init_distribution(self.atss_reg.bias, self.box_dist_reg_max,
-                              self.bbox_coder.anchor_scale / 2)
+            self.start_at_anchor(self.atss_reg)
 
     def loss_by_feat_single(self, anchors, cls_score, bbox_pred, centerness, labels,
                             label_weights, bbox_targets, avg_factor) -> tuple:
@@ -114,10 +93,8 @@ class ATSSDistHead(ATSSHead):
 
 
 def _atss_outputs(head: ATSSDistHead) -> dict:
-    if head.box_dist_reg_max is None:
-        return ATSS_OUTPUTS
     return dict({k: v for k, v in ATSS_OUTPUTS.items() if k != 'box_deltas'},
-                box_dist=HeadOutput('head', 1, 'box distributions, 4 x (reg_max + 1) logits'))
+                **head.box_output(ATSS_OUTPUTS['box_deltas'].doc))
 
 
 register_head_outputs('ATSSDistHead', _atss_outputs)

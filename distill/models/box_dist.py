@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import torch
 from mmdet.models.task_modules.coders import BaseBBoxCoder
-from mmdet.registry import TASK_UTILS
+from mmdet.registry import MODELS, TASK_UTILS
 from mmdet.structures.bbox import bbox2distance
-from torch import Tensor
+from torch import Tensor, nn
 
-from distill.graph.outputs import dist_to_ltrb
+from distill.graph.outputs import HeadOutput, dist_to_ltrb
 
 
 @TASK_UTILS.register_module()
@@ -105,7 +105,6 @@ def dfl_loss(loss_dfl, coder: StrideDistanceCoder, dist: Tensor, priors: Tensor,
                     avg_factor=avg_factor)
 
 
-
 @torch.no_grad()
 def init_distribution(bias: Tensor, reg_max: int, distance: float) -> None:
     """Set the regression conv's bias so that each side's distribution starts as a bump
@@ -119,3 +118,55 @@ def init_distribution(bias: Tensor, reg_max: int, distance: float) -> None:
     bins = torch.arange(reg_max + 1, dtype=bias.dtype, device=bias.device)
     bump = -0.5 * (bins - distance).square()
     bias.copy_(bump.repeat(bias.numel() // (reg_max + 1)))
+
+
+def square_anchor_scale(head, option: str) -> float:
+    """The anchors' side in strides; raises unless they are square, one per location."""
+    gen = head.prior_generator
+    if len(gen.ratios) != 1 or float(gen.ratios[0]) != 1.0 or len(gen.scales) != 1:
+        raise ValueError(f'{type(head).__name__}({option}) decodes distances from square '
+                         f'anchors, one per location: the anchor generator needs ratios=[1.0] '
+                         f'and scales_per_octave=1, got ratios={gen.ratios.tolist()} and '
+                         f'{len(gen.scales)} scales')
+    return float(gen.scales[0])
+
+
+class BoxDistOption:
+    """The general-distribution option of a dense head (``ATSSDistHead``, ``DDODPaperHead``,
+    ``MODHead``): a mixin placed before the mmdet head class.
+
+    The head sets ``box_dist_reg_max`` (None: its own deltas or distances; an int: GFL's
+    distribution) before mmdet's ``__init__`` builds its layers; ``reg_max`` reads it under
+    GFL's name, which the pair check compares.
+    """
+
+    box_dist_reg_max: int | None = None
+
+    @property
+    def reg_max(self) -> int | None:
+        return self.box_dist_reg_max
+
+    def box_dist_conv(self, priors: int = 1) -> nn.Conv2d:
+        """The regression conv of the distribution: ``priors x 4 x (reg_max + 1)`` outputs."""
+        return nn.Conv2d(self.feat_channels, priors * 4 * (self.box_dist_reg_max + 1), 3,
+                         padding=1)
+
+    def use_anchor_box_dist(self, loss_dfl: dict) -> None:
+        """After an anchor head's ``__init__``: decode from square anchors, keep the targets as
+        boxes, and build DFL."""
+        scale = square_anchor_scale(self, f'box_dist={self.box_dist_reg_max}')
+        self.bbox_coder = StrideDistanceCoder(self.box_dist_reg_max, anchor_scale=scale)
+        self.reg_decoded_bbox = True  # the coder's targets are boxes
+        self.loss_dfl = MODELS.build(loss_dfl)
+
+    def start_at_anchor(self, conv: nn.Conv2d) -> None:
+        """Each side's distribution starts at the anchor's half side, as deltas of 0 start at
+        the anchor: the assigners' cost reads the predicted boxes, and uniform logits (an
+        expected ``reg_max / 2`` strides) would put every early positive on the finest level."""
+        init_distribution(conv.bias, self.box_dist_reg_max, self.bbox_coder.anchor_scale / 2)
+
+    def box_output(self, deltas_doc: str) -> dict:
+        """The named box output: ``box_dist`` with the option, else ``box_deltas``."""
+        if self.box_dist_reg_max is None:
+            return dict(box_deltas=HeadOutput('head', 1, deltas_doc))
+        return dict(box_dist=HeadOutput('head', 1, 'box distributions, 4 x (reg_max + 1) logits'))

@@ -27,11 +27,10 @@ from mmdet.registry import MODELS
 from mmdet.structures.bbox import bbox_overlaps
 from mmdet.utils import reduce_mean
 from mmengine.dist import all_reduce, get_world_size
-from torch import Tensor, nn
+from torch import Tensor
 
 from distill.graph.outputs import ATSS_OUTPUTS, HeadOutput, register_head_outputs
-from distill.models.atss_dist_head import square_anchor_scale
-from distill.models.box_dist import StrideDistanceCoder, dfl_loss, init_distribution
+from distill.models.box_dist import BoxDistOption, dfl_loss
 from distill.ops import deform_conv  # noqa: F401 (registers PSDCN, PSDCNv2)
 
 #: mmdet's guard when every level has the same count (Eq. 3 is 0/0 there): the weight is 2.
@@ -57,7 +56,7 @@ def count_positives(labels: list[Tensor], num_classes: int) -> Tensor:
 
 
 @MODELS.register_module()
-class DDODPaperHead(DDODHead):
+class DDODPaperHead(BoxDistOption, DDODHead):
     """mmdet's ``DDODHead`` with the paper's level counters and a general-distribution option.
 
     Args:
@@ -80,15 +79,10 @@ class DDODPaperHead(DDODHead):
                  sync_level_counts: bool = True, dcn_type: str = 'PSDCN', **kwargs):
         self.dcn_type = dcn_type  # read by _init_layers, which super().__init__ calls
         self.box_dist_reg_max = box_dist
-        #: the distribution's bins - 1 as GFL's (None: deltas); the pair check compares it
-        self.reg_max = box_dist
         self.sync_level_counts = sync_level_counts
         super().__init__(*args, **kwargs)
         if box_dist is not None:
-            scale = square_anchor_scale(self, f'box_dist={box_dist}')
-            self.bbox_coder = StrideDistanceCoder(box_dist, anchor_scale=scale)
-            self.reg_decoded_bbox = True  # the coder's targets are boxes
-            self.loss_dfl = MODELS.build(loss_dfl)
+            self.use_anchor_box_dist(loss_dfl)
 
     def _init_layers(self) -> None:
         super()._init_layers()
@@ -97,9 +91,7 @@ class DDODPaperHead(DDODHead):
                 tower[0] = ConvModule(self.in_channels, self.feat_channels, 3, padding=1,
                                       conv_cfg=dict(type=self.dcn_type), norm_cfg=self.norm_cfg)
         if self.box_dist_reg_max is not None:
-            self.atss_reg = nn.Conv2d(self.feat_channels,
-                                      self.num_base_priors * 4 * (self.box_dist_reg_max + 1),
-                                      3, padding=1)
+            self.atss_reg = self.box_dist_conv(self.num_base_priors)
         # the paper's two counters replace mmdet's Python lists (see the module docstring)
         del self.cls_num_pos_samples_per_level, self.reg_num_pos_samples_per_level
         levels = self.prior_generator.num_levels
@@ -109,12 +101,7 @@ class DDODPaperHead(DDODHead):
     def init_weights(self) -> None:
         super().init_weights()
         if self.box_dist_reg_max is not None:
-            # Start each side's distribution at the anchor's half side (a bump around
-            # anchor_scale / 2 strides), as deltas of 0 start at the anchor: the assigners'
-            # cost reads the predicted boxes, and uniform logits (an expected 8 strides) would
-            # put every early positive on the finest level, which the others never recover from.
-            init_distribution(self.atss_reg.bias, self.box_dist_reg_max,
-                              self.bbox_coder.anchor_scale / 2)
+            self.start_at_anchor(self.atss_reg)
 
     @property
     def box_size(self) -> int:
@@ -227,12 +214,9 @@ class DDODPaperHead(DDODHead):
 def _ddod_outputs(head: DDODPaperHead) -> dict:
     """Named outputs: ``get_targets`` records the classification assignment at 0-5 (labels,
     positives and GT boxes are that one's) and the regression assignment at 6-11."""
-    box = 'box_dist' if head.box_dist_reg_max is not None else 'box_deltas'
-    doc = ('box distributions, 4 x (reg_max + 1) logits' if box == 'box_dist'
-           else 'encoded box deltas')
     return dict(
         {k: v for k, v in ATSS_OUTPUTS.items() if k not in ('box_deltas', 'centerness')},
-        **{box: HeadOutput('head', 1, doc)},
+        **head.box_output(ATSS_OUTPUTS['box_deltas'].doc),
         iou=HeadOutput('head', 2, 'IoU-prediction logits'))
 
 

@@ -31,9 +31,9 @@ from mmdet.utils import reduce_mean
 from torch import Tensor, nn
 
 from distill.graph.outputs import HeadOutput, _pos_mask, register_head_outputs
-from distill.models.box_dist import StrideDistanceCoder, dfl_loss, init_distribution
+from distill.models.box_dist import BoxDistOption, StrideDistanceCoder, dfl_loss, init_distribution
 from distill.ops import deform_conv  # noqa: F401 (registers PSDCN, PSDCNv2)
-from distill.regions.base import flatten_levels
+from distill.regions.base import flatten_levels, pad_per_image
 
 RFA_POSITIONS = (None, 'first', 'last')
 QUALITIES = ('giou', 'centerness')
@@ -55,7 +55,7 @@ def centerness_target(points: Tensor, gts: Tensor) -> Tensor:
 
 
 @MODELS.register_module()
-class MODHead(FCOSHead):
+class MODHead(BoxDistOption, FCOSHead):
     """FCOS head with MOD's RFA and APS options (see the module docstring).
 
     Args:
@@ -89,8 +89,6 @@ class MODHead(FCOSHead):
         self.rfa, self.rfa_conv, self.quality = rfa, rfa_conv, quality
         self.box_dist_init = box_dist_init
         self.box_dist_reg_max = box_dist  # read by _init_predictor
-        #: the distribution's bins - 1 as GFL's (None: distances); the pair check compares it
-        self.reg_max = box_dist
         super().__init__(*args, **kwargs)
         self.bbox_coder = StrideDistanceCoder(box_dist)
         self.loss_dfl = MODELS.build(loss_dfl) if box_dist is not None else None
@@ -116,8 +114,7 @@ class MODHead(FCOSHead):
     def _init_predictor(self) -> None:
         super()._init_predictor()
         if self.box_dist_reg_max is not None:
-            self.conv_reg = nn.Conv2d(self.feat_channels, 4 * (self.box_dist_reg_max + 1), 3,
-                                      padding=1)
+            self.conv_reg = self.box_dist_conv()
 
     def init_weights(self) -> None:
         super().init_weights()
@@ -178,13 +175,9 @@ class MODHead(FCOSHead):
             logits = flatten_levels(cls_scores)
             pred = self.bbox_coder.decode(flat[None].expand(b, -1, -1),
                                           flatten_levels(bbox_preds).detach())
-            g = max([len(t) for t in batch_gt_instances] + [0])
-            gts = flat.new_zeros(b, g, 4)
-            gt_labels = torch.zeros(b, g, dtype=torch.long, device=flat.device)
-            valid = torch.zeros(b, g, dtype=torch.bool, device=flat.device)
-            for i, t in enumerate(batch_gt_instances):  # padding only
-                gts[i, :len(t)], gt_labels[i, :len(t)], valid[i, :len(t)] = t.bboxes, \
-                    t.labels, True
+            gts, valid = pad_per_image([t.bboxes for t in batch_gt_instances], flat)
+            gt_labels, _ = pad_per_image([t.labels for t in batch_gt_instances], flat)
+            g = gts.shape[1]
             index, _ = self.assigner.assign_batch(flat[:, :2], sizes, logits, pred, gts,
                                                   gt_labels, valid)
             safe = index.clamp(min=0)
@@ -248,11 +241,9 @@ def _mod_boxes(head, pred, priors, strides):
 
 
 def _mod_outputs(head: MODHead) -> dict:
-    box = 'box_dist' if head.box_dist_reg_max is not None else 'box_deltas'
     return {
         'cls_logits': HeadOutput('head', 0, 'class logits'),
-        box: HeadOutput('head', 1, 'box distributions, 4 x (reg_max + 1) logits'
-                        if box == 'box_dist' else 'distances (l, t, r, b) in strides'),
+        **head.box_output('distances (l, t, r, b) in strides'),
         'quality': HeadOutput('head', 2, f'{head.quality} logits'),
         'boxes': HeadOutput('head', 1, 'decoded boxes', _mod_boxes),
         'labels': HeadOutput('assign', 0, 'assigned labels (FCOS ranges or APS)'),

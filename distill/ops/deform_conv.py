@@ -17,27 +17,7 @@ import torch
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
-from .point_sample import point_sample_cols, point_sample_sum
-
-
-def points_from_deform_offsets(offsets: Tensor, kernel_size: int = 3) -> Tensor:
-    """Inverse of :func:`~distill.ops.point_sample.deform_conv_offsets`: the points a
-    deformable conv with these offsets samples, relative to each location.
-
-    Args:
-        offsets (Tensor[B, 2N, H, W]): mmcv's offsets, ``(dy, dx)`` per kernel point
-            ``k = i * K + j`` (row first), ``N = K * K``.
-
-    Returns:
-        Tensor[B, 2N, H, W]: ``(dx_k, dy_k) = (j - K // 2 + off_x, i - K // 2 + off_y)``.
-    """
-    b, two_n, h, w = offsets.shape
-    n = kernel_size * kernel_size
-    k = torch.arange(n, device=offsets.device)
-    grid_y = (k // kernel_size - kernel_size // 2).to(offsets.dtype)[:, None, None]
-    grid_x = (k % kernel_size - kernel_size // 2).to(offsets.dtype)[:, None, None]
-    off = offsets.reshape(b, n, 2, h, w)
-    return torch.stack([off[:, :, 1] + grid_x, off[:, :, 0] + grid_y], 2).reshape(b, two_n, h, w)
+from .point_sample import point_sample_cols, point_sample_sum, points_from_deform_offsets
 
 
 class PointSampleDeformConv2d(nn.Module):

@@ -257,9 +257,36 @@ def deform_conv_offsets(points: Tensor, kernel_size: int = 3) -> Tensor:
     if two_n != 2 * n:
         raise ValueError(f'a {kernel_size}x{kernel_size} kernel has {n} points; points has '
                          f'{two_n // 2}')
-    k = torch.arange(n, device=points.device)
-    grid_y = (k // kernel_size - kernel_size // 2).to(points.dtype)[:, None, None]
-    grid_x = (k % kernel_size - kernel_size // 2).to(points.dtype)[:, None, None]
+    grid_x, grid_y = _kernel_grid(kernel_size, points)
     pts = points.reshape(b, n, 2, h, w)
     return torch.stack([pts[:, :, 1] - grid_y, pts[:, :, 0] - grid_x], dim=2).reshape(b, 2 * n,
                                                                                        h, w)
+
+
+def points_from_deform_offsets(offsets: Tensor, kernel_size: int = 3) -> Tensor:
+    """Inverse of :func:`deform_conv_offsets`: the points a deformable conv with these offsets
+    samples, relative to each location.
+
+    Args:
+        offsets (Tensor[B, 2N, H, W]): mmcv's offsets, ``(dy, dx)`` per kernel point
+            ``k = i * K + j`` (row first), ``N = K * K``.
+
+    Returns:
+        Tensor[B, 2N, H, W]: ``(dx_k, dy_k) = (j - K // 2 + off_x, i - K // 2 + off_y)``.
+    """
+    b, two_n, h, w = offsets.shape
+    grid_x, grid_y = _kernel_grid(kernel_size, offsets)
+    off = offsets.reshape(b, kernel_size * kernel_size, 2, h, w)
+    return torch.stack([off[:, :, 1] + grid_x, off[:, :, 0] + grid_y], 2).reshape(b, two_n, h, w)
+
+
+def _kernel_grid(kernel_size: int, like: Tensor) -> tuple[Tensor, Tensor]:
+    """The regular taps of a K x K kernel, ``(j - K // 2, i - K // 2)`` of tap ``k = i K + j``.
+
+    Returns:
+        tuple: ``grid_x``, ``grid_y`` (Tensor[K * K, 1, 1], ``like``'s dtype and device).
+    """
+    k = torch.arange(kernel_size * kernel_size, device=like.device)
+    grid_y = (k // kernel_size - kernel_size // 2).to(like.dtype)[:, None, None]
+    grid_x = (k % kernel_size - kernel_size // 2).to(like.dtype)[:, None, None]
+    return grid_x, grid_y

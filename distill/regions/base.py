@@ -22,6 +22,29 @@ def flatten_levels(maps: list[Tensor] | tuple[Tensor, ...]) -> Tensor:
                       for m in maps], dim=1)
 
 
+def pad_per_image(items: list[Tensor], like: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-image tensors stacked along a padded first dimension (e.g. each image's GT boxes).
+
+    Args:
+        items (list[Tensor[G_i, ...]]): One per image, the same trailing shape.
+        like (Tensor): The output's device (and dtype, for floating items).
+
+    Returns:
+        tuple: ``padded (Tensor[B, G, ...])`` (padding: zeros, G the largest G_i) and
+        ``valid (Tensor[B, G] bool)``.
+    """
+    g = max([len(t) for t in items] + [0])
+    dtype = like.dtype if items and items[0].is_floating_point() else None
+    ref = items[0] if items else like
+    padded = torch.zeros(len(items), g, *ref.shape[1:], dtype=dtype or ref.dtype,
+                         device=like.device)
+    valid = torch.zeros(len(items), g, dtype=torch.bool, device=like.device)
+    for i, t in enumerate(items):  # a copy per image; nothing per GT
+        padded[i, :len(t)] = t
+        valid[i, :len(t)] = True
+    return padded, valid
+
+
 @dataclass
 class RegionContext:
     """The inputs of the regions for one batch.
@@ -63,14 +86,7 @@ class RegionContext:
             tuple: ``boxes (Tensor[B, G, 4])`` (padding: zeros) and ``valid (Tensor[B, G])``.
         """
         if 'padded_gts' not in self.cache:
-            priors = self.flat_priors
-            g = max([len(b) for b in self.gt_bboxes] + [0])
-            boxes = priors.new_zeros(self.batch_size, g, 4)
-            valid = torch.zeros(self.batch_size, g, dtype=torch.bool, device=priors.device)
-            for i, b in enumerate(self.gt_bboxes):
-                boxes[i, :len(b)] = b.to(priors)
-                valid[i, :len(b)] = True
-            self.cache['padded_gts'] = (boxes, valid)
+            self.cache['padded_gts'] = pad_per_image(self.gt_bboxes, self.flat_priors)
         return self.cache['padded_gts']
 
     def student_score(self, region: str) -> Tensor:

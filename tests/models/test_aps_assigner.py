@@ -7,6 +7,7 @@ import torch
 from distill.models.assigners import APSAssigner
 from distill.models.assigners.aps_assigner import focal_as_positive
 from distill.models.assigners.aps_reference import aps_assign_per_gt
+from distill.regions.base import pad_per_image
 
 
 def _grid(sizes, strides):
@@ -35,13 +36,8 @@ def _batch(seed, b=3, img=128, classes=5, max_gts=6):
 
 
 def _pad(gts, labels):
-    g = max(len(t) for t in gts)
-    pg = torch.zeros(len(gts), g, 4)
-    pl = torch.zeros(len(gts), g, dtype=torch.long)
-    valid = torch.zeros(len(gts), g, dtype=torch.bool)
-    for i, (t, lab) in enumerate(zip(gts, labels)):
-        pg[i, :len(t)], pl[i, :len(t)], valid[i, :len(t)] = t, lab, True
-    return pg, pl, valid
+    boxes, valid = pad_per_image(gts, torch.zeros(0))
+    return boxes, pad_per_image(labels, torch.zeros(0))[0], valid
 
 
 @pytest.mark.parametrize('seed', range(6))

@@ -91,15 +91,16 @@ def giou_loss_pairs(boxes: Tensor, gts: Tensor) -> Tensor:
     return giou_loss(boxes[:, None], gts[:, :, None])
 
 
-def inside_boxes(points: Tensor, boxes: Tensor) -> Tensor:
-    """Tensor[B, G, N] bool: location strictly inside the box.
+def inside_boxes(points: Tensor, boxes: Tensor, eps: float = 0.0) -> Tensor:
+    """Tensor[..., G, N] bool: the location lies inside the box, more than ``eps`` from each
+    side (ATSS and DDOD use 0.01; APS 0: strictly inside).
 
     Args:
-        points (Tensor[N, 2]), boxes (Tensor[B, G, 4]).
+        points (Tensor[N, 2]), boxes (Tensor[..., G, 4]).
     """
     x, y = points[:, 0], points[:, 1]
-    return ((x > boxes[..., 0:1]) & (x < boxes[..., 2:3]) & (y > boxes[..., 1:2])
-            & (y < boxes[..., 3:4]))
+    return ((x - boxes[..., 0:1] > eps) & (boxes[..., 2:3] - x > eps)
+            & (y - boxes[..., 1:2] > eps) & (boxes[..., 3:4] - y > eps))
 
 
 class APSAssigner(BaseAssigner):

@@ -21,18 +21,13 @@ from mmdet.structures.bbox import bbox_overlaps
 from mmengine.structures import InstanceData
 from torch import Tensor
 
+from .aps_assigner import inside_boxes
+
 CANDIDATES = ('cost', 'distance')
 
 
 def _centres(boxes: Tensor) -> Tensor:
     return (boxes[:, :2] + boxes[:, 2:4]) / 2
-
-
-def inside_gt(points: Tensor, gts: Tensor, eps: float = 0.01) -> Tensor:
-    """Tensor[N, G] bool: the point lies inside the GT box (by more than ``eps``, as ATSS)."""
-    lt = points[:, None, :] - gts[None, :, :2]
-    rb = gts[None, :, 2:] - points[:, None, :]
-    return torch.cat([lt, rb], -1).amin(-1) > eps
 
 
 def masked_mean_std(values: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
@@ -101,7 +96,7 @@ class DDODAssigner(BaseAssigner):
         with torch.no_grad():
             cost = self.cost(pred_instances.scores, pred_instances.bboxes, gts, labels)
             centres = _centres(priors)
-            inside = inside_gt(centres, gts)
+            inside = inside_boxes(centres, gts, eps=0.01).T  # [N, G]
             if self.candidates == 'cost':
                 rank = cost.masked_fill(~inside, -1.0)  # cost is in [0, 1]
                 largest = True

@@ -66,8 +66,9 @@ class MODHead(BoxDistOption, FCOSHead):
         quality (str): ``'giou'`` (paper) or ``'centerness'`` (FCOS).
         box_dist (int, optional): None: 4 distances; ``reg_max``: GFL's distribution.
         box_dist_init (float, optional): With ``box_dist``, each side's distribution starts as
-            a bump at this distance, in strides (default 1); None: uniform logits (GFL's init,
-            an expected ``reg_max / 2``). APS scores locations by the predicted boxes' loss, so
+            the maximum-entropy distribution with this expected distance, in strides (default
+            1; ``init_distribution``); None: uniform logits (GFL's init, an expected
+            ``reg_max / 2``). APS scores locations by the predicted boxes' loss, so
             very large initial boxes would send every early positive to the finest level.
         loss_dfl (dict): DFL of the distribution (GFL: 0.25); used with ``box_dist``.
         **kwargs: ``FCOSHead``'s arguments (``norm_on_bbox`` must stay True).

@@ -4,10 +4,11 @@ from .assigners import APSAssigner, DDODAssigner
 from .atss_dist_head import ATSSDistHead
 from .box_dist import StrideDistanceCoder
 from .ddod_head import DDODPaperHead
+from .mod_anchor_heads import MODATSSHead, MODGFLHead
 from .mod_head import MODHead
 from .salt_head import PointSetAlign, SALTHead, SALTNet, joint_logits
 from .salt_points import classification_points, regression_points
 
-__all__ = ['APSAssigner', 'ATSSDistHead', 'DDODAssigner', 'DDODPaperHead', 'MODHead',
-           'PointSetAlign', 'SALTHead', 'SALTNet', 'StrideDistanceCoder', 'classification_points',
-           'joint_logits', 'regression_points']
+__all__ = ['APSAssigner', 'ATSSDistHead', 'DDODAssigner', 'DDODPaperHead', 'MODATSSHead',
+           'MODGFLHead', 'MODHead', 'PointSetAlign', 'SALTHead', 'SALTNet', 'StrideDistanceCoder',
+           'classification_points', 'joint_logits', 'regression_points']

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from distill.graph.outputs import HeadOutput, _pos_mask, register_head_outputs
 from distill.models.box_dist import BoxDistOption, StrideDistanceCoder, dfl_loss, init_distribution
-from distill.ops import deform_conv  # noqa: F401 (registers PSDCN, PSDCNv2)
+from distill.ops.deform_conv import zero_offsets  # (importing registers PSDCN, PSDCNv2)
 from distill.regions.base import flatten_levels, pad_per_image
 
 RFA_POSITIONS = (None, 'first', 'last')
@@ -119,12 +119,7 @@ class MODHead(BoxDistOption, FCOSHead):
 
     def init_weights(self) -> None:
         super().init_weights()
-        # the head's Normal(0.01) init reaches the offset convs too: a deformable conv starts
-        # as the plain conv it replaces (zero offsets, mask 0.5 everywhere), as mmcv inits it
-        for m in self.modules():
-            if hasattr(m, 'conv_offset'):
-                nn.init.zeros_(m.conv_offset.weight)
-                nn.init.zeros_(m.conv_offset.bias)
+        zero_offsets(self)
         if self.box_dist_reg_max is not None and self.box_dist_init is not None:
             init_distribution(self.conv_reg.bias, self.box_dist_reg_max, self.box_dist_init)
 

@@ -91,6 +91,16 @@ class PointSampleDeformConv2d(nn.Module):
 
 
 @MODELS.register_module('PSDCN')
+def zero_offsets(module: nn.Module) -> None:
+    """Zero the offset (and mask) convs of every deformable conv under ``module``: a head's
+    Normal(0.01) init reaches them too, and each should start as the plain conv it replaces,
+    as mmcv inits it (the DCNv2 mask at 0.5)."""
+    for m in module.modules():
+        if hasattr(m, 'conv_offset'):
+            nn.init.zeros_(m.conv_offset.weight)
+            nn.init.zeros_(m.conv_offset.bias)
+
+
 class PSDCN(PointSampleDeformConv2d):
     """DCN (v1) on the point-set sampling op; mmcv ``DeformConv2dPack``'s parameters."""
 

@@ -134,3 +134,30 @@ def test_anchor_free_student_vlr_uses_the_preset_square_anchors(gfl_teacher, rep
     assert 0 < sum(want) < 40 and 0 < alpha < 1
     # the scale is the graph's (the LD paper's default 8 x stride gives another region)
     assert _square_vlr(points, strides, 8.0, gt)[0] != want
+
+
+MOD_GFL = 'configs/tiny/mod_gfl_s_digits.py'
+
+
+@pytest.mark.parametrize('recipe', ['none', 'kd', 'ld', 'ld_vlr', 'kd_ld_vlr', 'ld_published',
+                                    'ld_vlr_published'])
+def test_mod_on_gfl_student_trains_under_every_recipe(recipe, gfl_teacher, repo):
+    cfg = build_distill_config(str(repo / MOD_GFL), recipe, str(repo / GFL_L), gfl_teacher)
+    seen = {}
+    losses, touched = train_iterations(cfg, iterations=3, batch_size=2, subset=6,
+                                       on_step=teacher_checker(seen))
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert all(touched.values()), [n for n, t in touched.items() if not t]
+    assert {'loss_cls', 'loss_bbox', 'loss_dfl'} <= set(seen)
+    for edge in cfg.model.edges:
+        assert 0 <= seen[f'loss_{edge["name"]}'] < float('inf')
+
+
+def test_gfl_student_learns_from_a_mod_on_gfl_teacher(tmp_path, repo):
+    ckpt = save_detector_checkpoint(str(repo / MOD_GFL), tmp_path / 'teacher.pth')
+    cfg = build_distill_config(str(repo / GFL_S), 'kd_ld_vlr', str(repo / MOD_GFL), ckpt)
+    seen = {}
+    losses, touched = train_iterations(cfg, iterations=2, batch_size=2, subset=4,
+                                       on_step=teacher_checker(seen))
+    assert all(torch.isfinite(torch.tensor(losses))) and all(touched.values())
+    assert all(seen[f'loss_{e}'] > 0 for e in ('main_kd', 'main_ld', 'vlr_ld'))

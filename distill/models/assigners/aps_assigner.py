@@ -2,15 +2,16 @@
 for all GTs of a batch at once on the predictions' device.
 
 Per GT (paper Sec. 3.2.1): every location inside the GT box is scored with the losses it would
-have as a positive of that GT, ``L_cls`` (sigmoid focal loss over the classes with the GT's
-class as target) and ``L_reg`` (GIoU loss of the box predicted there), each with the head's
-loss weight; on each level the ``topk`` locations of lowest ``L_cls + L_reg`` are the
-candidates (Eq. 3-4; Eq. 3 writes ``max(K, n)`` but "top-K" needs ``min(K, n)``); the
-``num_levels`` levels of lowest mean candidate loss keep theirs (Eq. 5). Sec. 3.2.2: each
-candidate's score ``S = sqrt(S_u * S_m)`` (Eq. 6-8, :func:`aps_scores`), a two-component GMM
-on the GT's scores (:func:`gmm_split`, initialised at the min/max score as the paper says) and
-the low component are its positives. A location that is a positive of several GTs goes to the
-one with the lowest ``L_cls + L_reg`` (the paper does not say; PAA does the same).
+have as a positive of that GT, ``L_cls`` (the head's classification loss over the classes with
+the GT's class as target: sigmoid focal loss, or GFL's QFL with ``cls_loss='qfl'``) and
+``L_reg`` (GIoU loss of the box predicted there), each with the head's loss weight; on each
+level the ``topk`` locations of lowest ``L_cls + L_reg`` are the candidates (Eq. 3-4; Eq. 3
+writes ``max(K, n)`` but "top-K" needs ``min(K, n)``); the ``num_levels`` levels of lowest mean
+candidate loss keep theirs (Eq. 5). Sec. 3.2.2: each candidate's score ``S = sqrt(S_u * S_m)``
+(Eq. 6-8, :func:`aps_scores`), a two-component GMM on the GT's scores (:func:`gmm_split`,
+initialised at the min/max score as the paper says) and the low component are its positives. A
+location that is a positive of several GTs goes to the one with the lowest ``L_cls + L_reg``
+(the paper does not say; PAA does the same).
 
 Everything is a tensor op over ``[B, G, N]`` (GT lists padded): no loop over GTs and no copy to
 the host; the published code fits scikit-learn's GMM on the CPU once per GT.
@@ -79,6 +80,17 @@ def giou_loss(boxes: Tensor, gts: Tensor) -> Tensor:
     return 2 - inter.div_(union) - union.div_(enclose)
 
 
+def box_iou(boxes: Tensor, gts: Tensor) -> Tensor:
+    """IoU elementwise over broadcast leading dims (Tensor[..., 4] each) -> Tensor[...]."""
+    inter = (torch.minimum(boxes[..., 2], gts[..., 2])
+             - torch.maximum(boxes[..., 0], gts[..., 0])).clamp(min=0)
+    inter = inter * (torch.minimum(boxes[..., 3], gts[..., 3])
+                     - torch.maximum(boxes[..., 1], gts[..., 1])).clamp(min=0)
+    area = ((boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+            + (gts[..., 2] - gts[..., 0]) * (gts[..., 3] - gts[..., 1]))
+    return inter / (area - inter).clamp(min=torch.finfo(boxes.dtype).eps)
+
+
 def giou_loss_pairs(boxes: Tensor, gts: Tensor) -> Tensor:
     """``1 - GIoU`` of every predicted box with every GT of its image.
 
@@ -111,15 +123,21 @@ class APSAssigner(BaseAssigner):
         num_levels (int): Levels kept per GT (paper: 2).
         cls_weight (float): Weight of ``L_cls`` (the head's classification loss weight).
         reg_weight (float): Weight of ``L_reg`` (the head's box loss weight).
-        gamma (float): Focal loss gamma (the head's).
-        alpha (float): Focal loss alpha (the head's).
+        gamma (float): Focal loss gamma (the head's; QFL's beta).
+        alpha (float): Focal loss alpha (the head's; unused by QFL).
+        cls_loss (str): ``L_cls`` as the head's own classification loss: ``'focal'`` (sigmoid
+            focal loss, FCOS / ATSS / MOD) or ``'qfl'`` (GFL's Quality Focal Loss, GFL Eq. 5:
+            the GT class's soft target is the IoU of the box predicted there with the GT).
         gmm_iters (int): EM iterations at most (scikit-learn's default, 100).
         gmm_tol (float): EM tolerance (scikit-learn's default, 1e-3).
     """
 
     def __init__(self, topk: int = 9, num_levels: int = 2, cls_weight: float = 1.0,
                  reg_weight: float = 1.0, gamma: float = 2.0, alpha: float = 0.25,
-                 gmm_iters: int = 100, gmm_tol: float = 1e-3):
+                 gmm_iters: int = 100, gmm_tol: float = 1e-3, cls_loss: str = 'focal'):
+        if cls_loss not in ('focal', 'qfl'):
+            raise ValueError(f"APSAssigner cls_loss must be 'focal' or 'qfl', got {cls_loss!r}")
+        self.cls_loss = cls_loss
         if topk < 1 or num_levels < 1:
             raise ValueError(f'APSAssigner needs topk >= 1 and num_levels >= 1, got '
                              f'topk={topk}, num_levels={num_levels}')
@@ -132,19 +150,30 @@ class APSAssigner(BaseAssigner):
                ) -> tuple[Tensor, Tensor]:
         """``L_cls`` and ``L_reg`` (Tensor[B, G, N]) of every location as a positive of every
         GT, from detached predictions."""
+        if self.cls_loss == 'qfl':  # the soft target differs per pair: every pair at once
+            b, g, n = len(logits), gts.shape[1], logits.shape[1]
+            pairs = torch.meshgrid(*(torch.arange(k, device=logits.device) for k in (b, g, n)),
+                                   indexing='ij')
+            l_cls, l_reg = self.pair_losses(logits, boxes, gts, labels,
+                                            tuple(p.reshape(-1) for p in pairs))
+            return l_cls.view(b, g, n), l_reg.view(b, g, n)
         l_cls = focal_as_positive(logits.detach().float(), labels, self.gamma, self.alpha)
         l_reg = giou_loss_pairs(boxes.detach().float(), gts.float())
         return self.cls_weight * l_cls, self.reg_weight * l_reg
+
+    def _neg(self, x: Tensor) -> Tensor:
+        """A class's loss as a negative: focal, or QFL with target 0 (``p^beta softplus(x)``)."""
+        return _focal_neg(x, self.gamma, self.alpha if self.cls_loss == 'focal' else 0.0)
 
     def negative_sums(self, logits: Tensor, where: Tensor | None = None) -> Tensor:
         """Tensor[B, N]: each location's focal loss summed over the classes as a negative
         (computed only ``where`` given, Tensor[B, N] bool; 0 elsewhere)."""
         logits = logits.detach().float()
         if where is None:
-            return _focal_neg(logits, self.gamma, self.alpha).sum(-1)
+            return self._neg(logits).sum(-1)
         loc = where.nonzero(as_tuple=True)
         out = logits.new_zeros(where.shape)
-        return out.index_put_(loc, _focal_neg(logits[loc], self.gamma, self.alpha).sum(-1))
+        return out.index_put_(loc, self._neg(logits[loc]).sum(-1))
 
     def pair_losses(self, logits: Tensor, boxes: Tensor, gts: Tensor, labels: Tensor,
                     pairs: tuple[Tensor, Tensor, Tensor], neg_sum: Tensor | None = None
@@ -162,9 +191,15 @@ class APSAssigner(BaseAssigner):
         own = logits[bi, ni, labels[bi, gi]]
         if neg_sum is None:
             neg_sum = self.negative_sums(logits)
-        l_cls = (neg_sum[bi, ni] - _focal_neg(own, self.gamma, self.alpha)
-                 + _focal_pos(own, self.gamma, self.alpha))
-        l_reg = giou_loss(boxes.detach().float()[bi, ni], gts.float()[bi, gi])
+        pair_boxes, pair_gts = boxes.detach().float()[bi, ni], gts.float()[bi, gi]
+        if self.cls_loss == 'focal':
+            pos = _focal_pos(own, self.gamma, self.alpha)
+        else:  # QFL (GFL Eq. 5) with the predicted box's IoU as the target, as GFL trains
+            y = box_iou(pair_boxes, pair_gts)
+            pos = ((y - own.sigmoid()).abs().pow(self.gamma)
+                   * F.binary_cross_entropy_with_logits(own, y, reduction='none'))
+        l_cls = neg_sum[bi, ni] - self._neg(own) + pos
+        l_reg = giou_loss(pair_boxes, pair_gts)
         return self.cls_weight * l_cls, self.reg_weight * l_reg
 
     @torch.no_grad()

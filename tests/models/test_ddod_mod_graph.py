@@ -21,6 +21,9 @@ GFL_S = 'configs/tiny/gfl_s_digits.py'
 GFL_L = 'configs/tiny/gfl_l_digits.py'
 DIST = {'model.bbox_head.box_dist': 16}
 ATSS_DIST = {'model.bbox_head.type': 'ATSSDistHead', **DIST}
+MOD_GFL = 'configs/tiny/mod_gfl_s_digits.py'  # GFL's distributions already
+OPTIONS = {DDOD: DIST, MOD: DIST, ATSS: ATSS_DIST, MOD_GFL: None}
+QUALITY = {DDOD: 'loss_iou', MOD: 'loss_iou', ATSS: 'loss_centerness', MOD_GFL: 'loss_cls'}
 
 
 @pytest.fixture(scope='module')
@@ -36,17 +39,16 @@ def _dist_config(tmp_path, repo, config):
 
 @pytest.mark.parametrize('recipe', ['none', 'kd', 'ld', 'ld_vlr', 'kd_ld_vlr', 'ld_published',
                                     'ld_vlr_published'])
-@pytest.mark.parametrize('student', [DDOD, MOD, ATSS])
+@pytest.mark.parametrize('student', [DDOD, MOD, ATSS, MOD_GFL])
 def test_student_with_box_dist_trains_under_every_recipe(student, recipe, gfl_teacher, repo):
     cfg = build_distill_config(str(repo / student), recipe, str(repo / GFL_L), gfl_teacher,
-                               cfg_options=ATSS_DIST if student == ATSS else DIST)
+                               cfg_options=OPTIONS[student])
     seen = {}
     losses, touched = train_iterations(cfg, iterations=3, batch_size=2, subset=6,
                                        on_step=teacher_checker(seen))
     assert all(torch.isfinite(torch.tensor(losses)))
     assert all(touched.values()), [n for n, t in touched.items() if not t]
-    quality = 'loss_centerness' if student == ATSS else 'loss_iou'
-    assert {'loss_cls', 'loss_bbox', quality, 'loss_dfl'} <= set(seen)
+    assert {'loss_cls', 'loss_bbox', QUALITY[student], 'loss_dfl'} <= set(seen)
     for edge in cfg.model.edges:
         assert 0 <= seen[f'loss_{edge["name"]}'] < float('inf')
 
@@ -135,22 +137,6 @@ def test_anchor_free_student_vlr_uses_the_preset_square_anchors(gfl_teacher, rep
     # the scale is the graph's (the LD paper's default 8 x stride gives another region)
     assert _square_vlr(points, strides, 8.0, gt)[0] != want
 
-
-MOD_GFL = 'configs/tiny/mod_gfl_s_digits.py'
-
-
-@pytest.mark.parametrize('recipe', ['none', 'kd', 'ld', 'ld_vlr', 'kd_ld_vlr', 'ld_published',
-                                    'ld_vlr_published'])
-def test_mod_on_gfl_student_trains_under_every_recipe(recipe, gfl_teacher, repo):
-    cfg = build_distill_config(str(repo / MOD_GFL), recipe, str(repo / GFL_L), gfl_teacher)
-    seen = {}
-    losses, touched = train_iterations(cfg, iterations=3, batch_size=2, subset=6,
-                                       on_step=teacher_checker(seen))
-    assert all(torch.isfinite(torch.tensor(losses)))
-    assert all(touched.values()), [n for n, t in touched.items() if not t]
-    assert {'loss_cls', 'loss_bbox', 'loss_dfl'} <= set(seen)
-    for edge in cfg.model.edges:
-        assert 0 <= seen[f'loss_{edge["name"]}'] < float('inf')
 
 
 def test_gfl_student_learns_from_a_mod_on_gfl_teacher(tmp_path, repo):

@@ -13,6 +13,7 @@ from mmengine.structures import InstanceData
 from distill.models import APSAssigner, MODATSSHead, MODGFLHead
 from distill.ops import PSDCNv2
 from tests.models.test_atss_dist_head import KW as ATSS_KW
+from tests.models.test_atss_dist_head import _inputs
 
 GFL_KW = dict(num_classes=3, in_channels=8, feat_channels=8, stacked_convs=2,
               norm_cfg=dict(type='GN', num_groups=4, requires_grad=True),
@@ -29,16 +30,6 @@ APS = dict(type='APSAssigner', topk=3, num_levels=2, cls_loss='qfl', reg_weight=
 
 def _train_cfg(assigner):
     return ConfigDict(assigner=assigner, allowed_border=-1, pos_weight=-1, debug=False)
-
-
-def _inputs(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    feats = [torch.randn(2, 8, 8, 8, generator=g), torch.randn(2, 8, 4, 4, generator=g)]
-    gts = [InstanceData(bboxes=torch.tensor([[4., 6, 30, 40], [30, 20, 60, 62]]),
-                        labels=torch.tensor([1, 2])),
-           InstanceData(bboxes=torch.tensor([[10., 10, 26, 24]]), labels=torch.tensor([0]))]
-    metas = [dict(img_shape=(64, 64), pad_shape=(64, 64), scale_factor=(1.0, 1.0))] * 2
-    return feats, gts, metas
 
 
 def test_without_rfa_and_aps_it_is_mmdets_gfl():
@@ -80,7 +71,8 @@ def test_aps_targets_are_the_assignment_of_the_heads_own_predictions(seed):
     torch.manual_seed(seed)
     head = MODGFLHead(rfa='first', **GFL_KW, train_cfg=_train_cfg(APS))
     head.init_weights()
-    feats, gts, metas = _inputs(seed)
+    feats, gts, metas = _inputs()
+    feats = [f + 0.1 * seed for f in feats]
     cls_scores, bbox_preds = head(feats)
     seen = []
     original = head.loss_by_feat_single

@@ -90,7 +90,6 @@ class PointSampleDeformConv2d(nn.Module):
                 f'modulated={self.modulated}, bias={self.bias is not None}')
 
 
-@MODELS.register_module('PSDCN')
 def zero_offsets(module: nn.Module) -> None:
     """Zero the offset (and mask) convs of every deformable conv under ``module``: a head's
     Normal(0.01) init reaches them too, and each should start as the plain conv it replaces,
@@ -101,6 +100,7 @@ def zero_offsets(module: nn.Module) -> None:
             nn.init.zeros_(m.conv_offset.bias)
 
 
+@MODELS.register_module('PSDCN')
 class PSDCN(PointSampleDeformConv2d):
     """DCN (v1) on the point-set sampling op; mmcv ``DeformConv2dPack``'s parameters."""
 

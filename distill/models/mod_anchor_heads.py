@@ -63,10 +63,9 @@ class MODOption:
         self.rfa, self.rfa_conv = rfa, rfa_conv
         self._aps_inputs = None
         super().__init__(*args, **kwargs)
-        if getattr(self, 'assigner', None) is not None and isinstance(self.assigner, APSAssigner):
-            if self.num_base_priors != 1:
-                raise ValueError(f'{type(self).__name__} with APSAssigner needs one anchor per '
-                                 f'location, got {self.num_base_priors}')
+        if self.uses_aps and self.num_base_priors != 1:
+            raise ValueError(f'{type(self).__name__} with APSAssigner needs one anchor per '
+                             f'location, got {self.num_base_priors}')
 
     # ------------------------------------------------------------------------ RFA
     def _init_layers(self) -> None:

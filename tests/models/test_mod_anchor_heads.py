@@ -138,3 +138,11 @@ def test_atss_head_with_aps_focal_trains_every_parameter():
     assert torch.isfinite(total)
     total.backward()
     assert all(p.grad is not None for p in head.parameters())
+
+
+def test_aps_on_several_anchors_per_location_is_refused():
+    kw = dict(ATSS_KW, train_cfg=_train_cfg(dict(APS, cls_loss='focal')))
+    kw['anchor_generator'] = dict(kw['anchor_generator'], ratios=[0.5, 1.0])
+    with pytest.raises(ValueError, match='MODATSSHead with APSAssigner needs one anchor per '
+                                         'location, got 2'):
+        MODATSSHead(rfa=None, **kw)

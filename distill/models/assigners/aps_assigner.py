@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from mmdet.models.task_modules.assigners import AssignResult, BaseAssigner
 from mmdet.registry import TASK_UTILS
+from mmdet.structures.bbox import bbox_overlaps
 from mmengine.structures import InstanceData
 from torch import Tensor
 
@@ -78,17 +79,6 @@ def giou_loss(boxes: Tensor, gts: Tensor) -> Tensor:
     enclose.mul_(torch.maximum(by2, gy2) - torch.minimum(by1, gy1)).clamp_(min=eps)
     # 1 - GIoU = 1 - inter / union + (enclose - union) / enclose
     return 2 - inter.div_(union) - union.div_(enclose)
-
-
-def box_iou(boxes: Tensor, gts: Tensor) -> Tensor:
-    """IoU elementwise over broadcast leading dims (Tensor[..., 4] each) -> Tensor[...]."""
-    inter = (torch.minimum(boxes[..., 2], gts[..., 2])
-             - torch.maximum(boxes[..., 0], gts[..., 0])).clamp(min=0)
-    inter = inter * (torch.minimum(boxes[..., 3], gts[..., 3])
-                     - torch.maximum(boxes[..., 1], gts[..., 1])).clamp(min=0)
-    area = ((boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
-            + (gts[..., 2] - gts[..., 0]) * (gts[..., 3] - gts[..., 1]))
-    return inter / (area - inter).clamp(min=torch.finfo(boxes.dtype).eps)
 
 
 def giou_loss_pairs(boxes: Tensor, gts: Tensor) -> Tensor:
@@ -195,7 +185,7 @@ class APSAssigner(BaseAssigner):
         if self.cls_loss == 'focal':
             pos = _focal_pos(own, self.gamma, self.alpha)
         else:  # QFL (GFL Eq. 5) with the predicted box's IoU as the target, as GFL trains
-            y = box_iou(pair_boxes, pair_gts)
+            y = bbox_overlaps(pair_boxes, pair_gts, is_aligned=True)
             pos = ((y - own.sigmoid()).abs().pow(self.gamma)
                    * F.binary_cross_entropy_with_logits(own, y, reduction='none'))
         l_cls = neg_sum[bi, ni] - self._neg(own) + pos

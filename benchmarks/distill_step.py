@@ -2,8 +2,8 @@
 
 Usage::
 
-    python benchmarks/distill_step.py [--rounds 16] [--batch 2] [--recipe kd_ld_vlr]
-        [--device cpu|cuda] [--no-memory]
+    python benchmarks/distill_step.py [--rounds 16] [--batch 2]
+        [--recipe kd_ld_vlr [crosskd pkd ...]] [--device cpu|cuda] [--no-memory]
 
 Models: the tiny GFL pair (student ``configs/tiny/gfl_s_digits.py``, R18 1/4 width; teacher
 ``configs/tiny/gfl_l_digits.py``, R50 1/4 width), ``--batch`` digits-scenes training images
@@ -11,7 +11,8 @@ Models: the tiny GFL pair (student ``configs/tiny/gfl_s_digits.py``, R18 1/4 wid
 
 * ``student``: a plain student training step (forward, loss, backward, optimizer);
 * ``teacher``: a teacher forward under ``no_grad`` (backbone, neck, head);
-* ``graph``: a ``DistillGraph`` step with ``--recipe``;
+* ``graph:<recipe>``: a ``DistillGraph`` step with each ``--recipe`` (one variant each, all
+  in the same rounds);
 * ``mmrazor``: mmrazor 1.0's ``SingleTeacherDistill`` + ``ConfigurableDistiller``, with KL
   losses (``KLDivergence``) on the class and box logits of every level;
 * ``mmdet_ld``: mmdet 3.3's ``KnowledgeDistillationSingleStageDetector`` + ``LDHead`` (Main LD).
@@ -48,7 +49,8 @@ from distill.cli.train_distill import build_distill_config  # noqa: E402
 
 STUDENT = str(REPO / 'configs/tiny/gfl_s_digits.py')
 TEACHER = str(REPO / 'configs/tiny/gfl_l_digits.py')
-VARIANTS = ('student', 'teacher', 'graph', 'mmrazor', 'mmdet_ld')
+BASELINES = ('student', 'teacher')
+OTHERS = ('mmrazor', 'mmdet_ld')
 
 
 def teacher_checkpoint(path: Path) -> str:
@@ -101,6 +103,8 @@ def build_variant(name: str, recipe: str, ckpt: str, batch: int, device: str):
     from mmengine.dataset import pseudo_collate
     from mmengine.optim import build_optim_wrapper
 
+    if name.startswith('graph:'):
+        name, recipe = 'graph', name.split(':', 1)[1]
     cfg = build_distill_config(STUDENT, recipe, TEACHER, ckpt)
     if name in ('student', 'teacher'):
         plain = load_config(STUDENT if name == 'student' else TEACHER)
@@ -179,34 +183,38 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--rounds', type=int, default=16)
     parser.add_argument('--batch', type=int, default=2)
-    parser.add_argument('--recipe', default='kd_ld_vlr')
+    parser.add_argument('--recipe', nargs='+', default=['kd_ld_vlr'],
+                        help='one graph variant per recipe (e.g. kd_ld_vlr crosskd pkd)')
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--no-memory', action='store_true')
-    parser.add_argument('--memory-only', choices=['student', 'graph'], help=argparse.SUPPRESS)
+    parser.add_argument('--memory-only', help=argparse.SUPPRESS)
     parser.add_argument('--teacher-ckpt', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = args.teacher_ckpt or teacher_checkpoint(Path(tmp) / 'teacher.pth')
+        graphs = tuple(f'graph:{r}' for r in args.recipe)
+        variants = BASELINES + graphs + OTHERS
         if args.memory_only:
-            return memory_only(args.memory_only, args.recipe, ckpt, args.batch, args.device, 5)
-        runs = {v: build_variant(v, args.recipe, ckpt, args.batch, args.device)
-                for v in VARIANTS}
+            return memory_only(args.memory_only, args.recipe[0], ckpt, args.batch,
+                               args.device, 5)
+        runs = {v: build_variant(v, args.recipe[0], ckpt, args.batch, args.device)
+                for v in variants}
         for v, run in runs.items():  # warm-up: allocator, first-call overheads, caches
             for _ in range(2):
                 time_variant(v, *run, args.device)
-        times = {v: [] for v in VARIANTS}
+        times = {v: [] for v in variants}
         for r in range(args.rounds):
             for v, run in runs.items():
                 times[v].append(time_variant(v, *run, args.device))
             print(f'round {r + 1}/{args.rounds}', file=sys.stderr, flush=True)
         memory = {}
         if not args.no_memory:
-            for v in ('student', 'graph'):
+            for v in ('student',) + graphs:
                 out = subprocess.run(
                     [sys.executable, __file__, '--memory-only', v, '--teacher-ckpt', ckpt,
-                     '--recipe', args.recipe, '--batch', str(args.batch), '--device',
-                     args.device], capture_output=True, text=True, check=True).stdout
+                     '--batch', str(args.batch), '--device', args.device],
+                    capture_output=True, text=True, check=True).stdout
                 memory[v] = json.loads(out.strip().splitlines()[-1])
 
     floor = [s + t for s, t in zip(times['student'], times['teacher'])]
@@ -214,31 +222,29 @@ def main(argv=None):
           f'{args.rounds} interleaved rounds (medians)')
     print('| variant | step (s) | step / (student step + teacher forward) |')
     print('|---|---|---|')
-    for v in VARIANTS:
+    for v in variants:
         med = statistics.median(times[v])
-        ratio = ('' if v in ('student', 'teacher') else
+        ratio = ('' if v in BASELINES else
                  f'{statistics.median([a / f for a, f in zip(times[v], floor)]):.3f}')
-        label = {'graph': f'DistillGraph ({args.recipe})',
-                 'mmrazor': 'mmrazor SingleTeacherDistill',
+        label = {'mmrazor': 'mmrazor SingleTeacherDistill',
                  'mmdet_ld': 'mmdet 3.3 LD (Main LD only)', 'student': 'student step',
-                 'teacher': 'teacher no-grad forward'}[v]
+                 'teacher': 'teacher no-grad forward'}.get(v, f'DistillGraph ({v[6:]})')
         print(f'| {label} | {med:.4f} | {ratio} |')
     print(f'| floor (student + teacher) | {statistics.median(floor):.4f} | 1.000 |')
-    if memory:
-        m, g = memory['student'], memory['graph']
+    m = memory.get('student')
+    for v in graphs if memory else ():
+        g, name = memory[v], f'DistillGraph ({v[6:]})'
         if args.device.startswith('cuda'):
-            print(f'memory (peak allocated): student step {m["peak_mib"]:.0f} MiB, DistillGraph '
+            print(f'memory (peak allocated): student step {m["peak_mib"]:.0f} MiB, {name} '
                   f'{g["peak_mib"]:.0f} MiB (x{g["peak_mib"] / m["peak_mib"]:.2f})')
-        else:
-            grow = {k: v['steps_peak_mib'] - v['before_steps_mib'] for k, v in memory.items()}
-            print(f'memory (peak RSS of the process, imports included): student step '
-                  f'{m["peak_mib"]:.0f} MiB, DistillGraph {g["peak_mib"]:.0f} MiB '
-                  f'(x{g["peak_mib"] / m["peak_mib"]:.2f})')
-            print(f'memory (RSS once built -> peak during 5 steps): student '
-                  f'{m["before_steps_mib"]:.0f} -> {m["steps_peak_mib"]:.0f} MiB '
-                  f'(+{grow["student"]:.0f}), '
-                  f'DistillGraph {g["before_steps_mib"]:.0f} -> {g["steps_peak_mib"]:.0f} MiB '
-                  f'(+{grow["graph"]:.0f})')
+            continue
+        grow = {k: x['steps_peak_mib'] - x['before_steps_mib'] for k, x in (('s', m), ('g', g))}
+        print(f'memory (peak RSS of the process, imports included): student step '
+              f'{m["peak_mib"]:.0f} MiB, {name} {g["peak_mib"]:.0f} MiB '
+              f'(x{g["peak_mib"] / m["peak_mib"]:.2f}); RSS once built -> peak during 5 '
+              f'steps: student {m["before_steps_mib"]:.0f} -> {m["steps_peak_mib"]:.0f} MiB '
+              f'(+{grow["s"]:.0f}), {name} {g["before_steps_mib"]:.0f} -> '
+              f'{g["steps_peak_mib"]:.0f} MiB (+{grow["g"]:.0f})')
 
 if __name__ == '__main__':
     main()

@@ -71,19 +71,38 @@ def read_recipes(recipe) -> tuple[list[dict], list[str]]:
         RecipeError: an unknown recipe, a mistake in its edges, or the same edge name in two
             recipes.
     """
-    edges, files = [], []
+    edges, files, _ = read_recipes_with_options(recipe)
+    return edges, files
+
+
+def read_recipes_with_options(recipe) -> tuple[list[dict], list[str], dict]:
+    """:func:`read_recipes` plus the recipes' ``student_options``: student config overrides a
+    recipe makes part of its method (e.g. ``ld_nodfl``: the student's DFL off), merged in
+    recipe order (``--cfg-options`` override them).
+
+    Raises:
+        RecipeError: as :func:`read_recipes`; ``student_options`` that is not a dict.
+    """
+    edges, files, options = [], [], {}
     for r in split_recipes(recipe):
         path = resolve_recipe(r)
         files.append(path)
-        own = read_config(path, 'recipe file').get('edges', [])
+        cfg = read_config(path, 'recipe file')
+        own = cfg.get('edges', [])
         check_edges(own, path, DEFAULT_STUDENT_TAPS, DEFAULT_TEACHER_TAPS)
+        extra = cfg.get('student_options', {})
+        if not isinstance(extra, dict):
+            raise RecipeError(f'{path}: student_options={extra!r} must be a dict of student '
+                              f'config overrides, e.g. {{"model.bbox_head.loss_dfl.loss_weight": '
+                              f'0.0}}')
+        options.update(extra)
         edges += list(own)
     names = [e.get('name') for e in edges if isinstance(e, dict)]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes and len(files) > 1:
         raise RecipeError(f'recipes {files} both have edge(s) {dupes}: edge names must be '
                           f'unique in a run (rename them in one recipe)')
-    return edges, files
+    return edges, files, options
 
 
 def build_distill_config(student: str, recipe: str, teacher: str | None = None,
@@ -110,10 +129,11 @@ def build_distill_config(student: str, recipe: str, teacher: str | None = None,
         ConfigError: a config cannot be read, or a teacher is missing for a recipe with edges.
         CheckpointError: the teacher checkpoint is missing or unreadable.
     """
-    edges, files = read_recipes(recipe)
+    edges, files, recipe_options = read_recipes_with_options(recipe)
     recipe_file = files[0] if len(files) == 1 else ' + '.join(files)
     name = f'{osp.splitext(osp.basename(student))[0]}__{recipe_name(files)}'
-    cfg = load_config(student, cfg_options, work_dir or osp.join('work_dirs', name), epochs)
+    cfg = load_config(student, {**recipe_options, **(cfg_options or {})} or None,
+                      work_dir or osp.join('work_dirs', name), epochs)
     graph = dict(_scope_='mmrazor', type='DistillGraph',
                  architecture=dict(cfg.model, _scope_='mmdet'), edges=list(edges),
                  edges_source=recipe_file)

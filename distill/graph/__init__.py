@@ -3,7 +3,7 @@
 from .algorithm import DistillGraph, NonFiniteLossError
 from .outputs import HeadOutput, head_outputs, register_head_outputs
 from .pair_check import PairMismatchError, check_pair
-from .taps import ModuleMethodOutputsRecorder
+from .taps import ClonedModuleOutputsRecorder, ModuleMethodOutputsRecorder
 
-__all__ = ['DistillGraph', 'HeadOutput', 'ModuleMethodOutputsRecorder', 'NonFiniteLossError',
+__all__ = ['ClonedModuleOutputsRecorder', 'DistillGraph', 'HeadOutput', 'ModuleMethodOutputsRecorder', 'NonFiniteLossError',
            'PairMismatchError', 'check_pair', 'head_outputs', 'register_head_outputs']

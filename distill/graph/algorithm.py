@@ -23,12 +23,13 @@ import torch
 from mmdet.utils import reduce_mean
 from mmengine.registry import DefaultScope
 from mmrazor.models.algorithms.base import BaseAlgorithm
-from mmrazor.models.task_modules.recorder import RecorderManager
+from mmrazor.models.task_modules.recorder import ModuleOutputsRecorder, RecorderManager
 from mmrazor.registry import MODELS, TASK_UTILS
 from torch import Tensor, nn
 
 from distill.checkpoint import load_weights_strict
 from distill.errors import DistillError, RecipeError
+from distill.graph import cross
 from distill.graph.outputs import (
     ASSIGN_TAP,
     HEAD_TAP,
@@ -36,6 +37,7 @@ from distill.graph.outputs import (
     flat_priors_and_strides,
     flatten_record,
     head_outputs,
+    model_outputs,
 )
 from distill.graph.pair_check import check_pair
 from distill.graph.recipe_check import check_edges, reads_teacher
@@ -70,7 +72,7 @@ def _check_tap_sources(manager: RecorderManager, model: nn.Module, side: str,
     nothing and the first step would fail reading an empty record)."""
     modules = dict(model.named_modules())
     for name, recorder in manager.recorders.items():
-        if type(recorder).__name__ == 'ModuleOutputsRecorder' and recorder.source not in modules:
+        if isinstance(recorder, ModuleOutputsRecorder) and recorder.source not in modules:
             where = pair_names[0] if side == 'student' else pair_names[1]
             heads = [m for m in modules if m and '.' not in m]
             raise RecipeError(f'{source}: {side} tap {name!r} records module '
@@ -98,30 +100,53 @@ def read_tap(manager: RecorderManager, spec: dict):
         record_idx=spec.get('record', 0), data_idx=spec.get('index'))
 
 
-def edge_normaliser(w: Tensor, normalize) -> Tensor:
+def edge_normaliser(w: Tensor, normalize, pos_mask: Tensor | None = None) -> Tensor:
     """The ``avg_factor`` of an edge whose region keeps the priors of weights ``w``.
 
     Args:
         w (Tensor[M]): The positive region weights of this GPU's batch.
         normalize (str | float): ``'weight'``: the region's total weight (a weighted mean, as
             GFL normalises its box losses); ``'count'``: its number of priors (the weights then
-            also scale the loss, e.g. the student's confidence); a number: that constant, per
-            GPU and per batch, as the published LD code (4 for Main LD, 16 for VLR LD).
+            also scale the loss, e.g. the student's confidence); ``'positives'``: the number
+            of the student's assigned positives, whatever the region (the normaliser of the
+            student's own classification loss: CrossKD's published code); a number: that
+            constant, per GPU and per batch, as the published LD code (4 for Main LD, 16 for
+            VLR LD).
+        pos_mask (Tensor[B, N], optional): The student's positives (for ``'positives'``).
 
     Returns:
-        Tensor[]: ``'weight'`` and ``'count'`` are summed over the batch and averaged over the
-        GPUs, so the loss does not grow with the batch size or the GPU count (the published
-        code's bug, which a constant reproduces on purpose).
+        Tensor[]: ``'weight'``, ``'count'`` and ``'positives'`` are summed over the batch and
+        averaged over the GPUs, so the loss does not grow with the batch size or the GPU count
+        (the published LD code's bug, which a constant reproduces on purpose).
     """
     if not isinstance(normalize, str):
         return w.new_tensor(float(normalize))
-    norm = w.sum() if normalize == 'weight' else w.new_tensor(float(w.numel()))
+    if normalize == 'positives':
+        norm = pos_mask.sum().to(w.dtype)
+    else:
+        norm = w.sum() if normalize == 'weight' else w.new_tensor(float(w.numel()))
     # DDP averages gradients over ranks; reduce_mean makes each rank's denominator the global
     # one over the world size, as mmdet does. No clamp at 1 (mmdet's habit for counts): a total
     # weight below 1 (confidences of ~0.01 early in training) or fewer priors than GPUs would
     # then turn the mean into a sum that depends on the per-GPU batch. Only an empty region
     # (numerator 0) meets the eps floor, and gives 0.
     return reduce_mean(norm.detach()).clamp(min=torch.finfo(norm.dtype).eps)
+
+
+def _cross_key(ref: dict) -> tuple:
+    """What identifies a cross-head path in an edge side (its fields but the output)."""
+    return tuple(sorted((k, v) for k, v in ref.items() if k != 'output'))
+
+
+def split_levels(weight: Tensor, maps: list[Tensor]) -> list[Tensor]:
+    """Region weights ``Tensor[B, N]`` as per-level maps ``Tensor[B, 1, H_l, W_l]``."""
+    sizes = [tuple(m.shape[-2:]) for m in maps]
+    if weight.shape[1] != sum(h * w for h, w in sizes):
+        raise ValueError(f'the neck maps (sizes {sizes}) are not the head\'s levels '
+                         f'({weight.shape[1]} priors): a feature edge needs a neck output per '
+                         f'head level')
+    parts = weight.split([h * w for h, w in sizes], dim=1)
+    return [p.reshape(len(p), 1, h, w) for p, (h, w) in zip(parts, sizes)]
 
 
 @MODELS.register_module()
@@ -138,16 +163,21 @@ class DistillGraph(BaseAlgorithm):
             targets])``: ``loss`` a registered loss (e.g. ``dict(type='LDLoss', T=10)``),
             ``student`` / ``teacher`` a named head output ``dict(output='box_dist')`` (see
             :mod:`distill.graph.outputs`; the teacher side reads the teacher, or the student
-            itself with ``of='student'``: self-distillation) or a raw tap reference
-            ``dict(tap='head', index=1)``;
+            itself with ``of='student'``: self-distillation; the student side may read the
+            teacher head run on the student's features, ``of='cross'``: CrossKD, see
+            :mod:`distill.graph.cross`), ``dict(output='neck')`` (the FPN maps, feature
+            imitation) or a raw tap reference ``dict(tap='head', index=1)``;
             ``region`` a registered region (``MainRegion``, ``VLRRegion``, ``GTBoxRegion``,
-            ``AllRegion``);
+            ``AllRegion``, ``TeacherScoreRegion``; for ``neck`` maps, a weight per location);
             ``targets`` extra loss inputs ``dict(<loss kwarg>=<student output name>)``,
             detached (e.g. SDR's ``gt_boxes``);
             ``normalize`` ``'weight'`` (default: divide by the region's total weight),
-            ``'count'`` (by its number of priors) or a number (a constant per GPU and batch:
-            the published LD code's scale, which grows with the batch size), see
-            :func:`edge_normaliser`.
+            ``'count'`` (by its number of priors), ``'positives'`` (by the student's
+            positives) or a number (a constant per GPU and batch: the published LD code's
+            scale, which grows with the batch size), see :func:`edge_normaliser`; feature
+            (``neck``) edges are means per level instead.
+            Where the student's and the teacher's channels differ (a cross-head path, the
+            neck), a 1x1 adapter is trained with the student (``adapters``; not exported).
         student_taps (dict, optional): Extra mmrazor recorder configs on the student (raw
             tap references; :data:`DEFAULT_STUDENT_TAPS` are always installed).
         teacher_taps (dict, optional): Extra recorder configs on the teacher
@@ -183,7 +213,10 @@ class DistillGraph(BaseAlgorithm):
             self.pair_names = tuple(pair_names)
             self._check_outputs(teacher, edges_source)
             if teacher is not None:
-                used = {e['teacher'].get('output') for e in edge_cfgs if reads_teacher(e)}
+                # a cross-head output is the teacher head's own, compared with the teacher's:
+                # the student's classes and bins need not match for it
+                used = {e['teacher'].get('output') for e in edge_cfgs
+                        if reads_teacher(e) and e['student'].get('of') != 'cross'}
                 # raw tap references: which output they read is unknown, so check every field
                 check_pair(self.architecture, teacher, *pair_names,
                            outputs=None if None in used else used)
@@ -204,6 +237,13 @@ class DistillGraph(BaseAlgorithm):
             #: True when some edge reads the student as its teacher (self-distillation).
             self.self_distill = any(not reads_teacher(e) for e in edge_cfgs)
             self.anchor_free_scale = anchor_free_scale
+            #: Trained 1x1 adapters (cross-head paths, the neck) where channel counts differ:
+            #: in the optimizer with the student, not in the exported student.
+            self.adapters = nn.ModuleDict()
+            self.cross_paths: dict = {}
+            for edge in edge_cfgs:
+                self._plan_taps(edge, teacher, student_taps, teacher_taps,
+                                f'{edges_source}: edge {edge["name"]!r}')
             self.student_recorders = RecorderManager(student_taps if edges else {})
             self.teacher_recorders = RecorderManager(
                 teacher_taps if edges and teacher is not None else {})
@@ -216,6 +256,30 @@ class DistillGraph(BaseAlgorithm):
             #: The region weights (detached, ``Tensor[B, N]``) of the last step, per edge name: for
             #: inspection and drawing (``tools/draw_regions.py``).
             self.last_regions: dict[str, Tensor] = {}
+
+    def _plan_taps(self, edge: dict, teacher, student_taps: dict, teacher_taps: dict,
+                   where: str) -> None:
+        """The extra taps and adapters an edge needs: the pre-activation tower features of a
+        cross-head path, the neck of a feature edge."""
+        ref = edge['student']
+        if ref.get('of') == 'cross':
+            path = cross.resolve(ref, self.architecture, teacher, self.pair_names, where)
+            self.cross_paths[_cross_key(ref)] = path
+            student_taps.update(cross.hold_taps(self.architecture.bbox_head, path.k_s))
+            teacher_taps.update(cross.hold_taps(teacher.bbox_head, path.k_t))
+            if path.reads_input:
+                student_taps.update(cross.hold_taps(self.architecture.bbox_head, 0))
+                teacher_taps.update(cross.hold_taps(teacher.bbox_head, 0))
+            for name, conv in cross.adapters_for(path, self.architecture.bbox_head,
+                                                 teacher.bbox_head).items():
+                self.adapters[name] = conv
+        for side, taps in (('student', student_taps), ('teacher', teacher_taps)):
+            if edge[side].get('output') == 'neck':
+                taps.update(cross.hold_taps(None, 0))
+        if ref.get('output') == 'neck' and reads_teacher(edge):
+            c_s, c_t = self.architecture.neck.out_channels, teacher.neck.out_channels
+            if c_s != c_t:
+                self.adapters['neck'] = nn.Conv2d(c_s, c_t, 1)
 
     def _check_outputs(self, teacher, source: str) -> None:
         """Every named output an edge reads exists on that model's head (and a teacher is
@@ -244,21 +308,25 @@ class DistillGraph(BaseAlgorithm):
                                       f'(self-distillation)')
                 if 'output' not in ref:
                     continue
-                model = teacher if of_teacher else self.architecture
+                on_teacher = of_teacher or ref.get('of') == 'cross'
+                model = teacher if on_teacher else self.architecture
                 head = getattr(model, 'bbox_head', None)
-                if head is None:
+                if head is None or model is None:
                     continue
-                spec = head_outputs(head).get(ref['output'])
-                role = 'teacher' if of_teacher else 'student'
-                config = self.pair_names[1 if of_teacher else 0]
+                spec = model_outputs(model).get(ref['output'])
+                role = 'teacher' if on_teacher else 'student'
+                config = self.pair_names[1 if on_teacher else 0]
                 if spec is None:
                     raise RecipeError(f'{where} needs the output {ref["output"]!r} of the {role} '
                                       f'head, which {describe(head)} ({config}) does not have'
                                       f'{_option_hint(head, ref["output"], config, role)}')
-                if of_teacher and spec.tap == 'assign':
+                if on_teacher and spec.tap == 'assign':
                     raise RecipeError(f'{where} reads the teacher\'s {ref["output"]!r}, which '
                                       f'comes from label assignment; the teacher runs only its '
                                       f'forward ({describe(head)}, {config})')
+                if ref.get('of') == 'cross' and spec.maps:
+                    raise RecipeError(f'{where}: a cross-head path gives head outputs, not '
+                                      f'{ref["output"]!r}')
 
     # ----------------------------------------------------------------- the hidden teacher
     @property
@@ -298,22 +366,37 @@ class DistillGraph(BaseAlgorithm):
     def _edge_losses(self, data_samples) -> dict:
         flat: dict = {}
 
-        def read(ref: dict, of_teacher: bool) -> Tensor:
-            """A tap reference or named output, flat (``Tensor[B, N, ...]``), memoised."""
-            model = self._teacher if of_teacher else self.architecture
-            manager = self.teacher_recorders if of_teacher else self.student_recorders
-            key = (of_teacher, tuple(sorted((k, v) for k, v in ref.items() if k != 'of')))
+        def read(ref: dict, of_teacher: bool):
+            """A tap reference or named output, memoised: flat (``Tensor[B, N, ...]``), or
+            per-level maps for ``neck``."""
+            crossed = ref.get('of') == 'cross'
+            on_teacher = of_teacher or crossed
+            model = self._teacher if on_teacher else self.architecture
+            manager = self.teacher_recorders if on_teacher else self.student_recorders
+            key = (of_teacher, tuple(sorted((k, v) for k, v in ref.items()
+                                            if k != 'of' or crossed)))
             if key not in flat:
                 if 'output' not in ref:
                     flat[key] = flatten_levels(read_tap(manager, ref))
+                    return flat[key]
+                head = model.bbox_head
+                spec = model_outputs(model)[ref['output']]
+                if crossed:
+                    path = self.cross_paths[_cross_key(ref)]
+                    if path.key not in flat:  # one cross forward per path and step
+                        flat[path.key] = cross.cross_forward(
+                            path, self.student_recorders, self.teacher_recorders, head,
+                            self.adapters)
+                    raw = flat[path.key][spec.index]
                 else:
-                    head = model.bbox_head
-                    spec = head_outputs(head)[ref['output']]
-                    value = flatten_record(read_tap(manager, dict(tap=spec.tap,
-                                                                  index=spec.index)), spec.tap)
-                    if spec.derive is not None:
-                        value = spec.derive(head, value, *self._flat_priors(head, manager))
-                    flat[key] = value
+                    raw = read_tap(manager, dict(tap=spec.tap, index=spec.index))
+                if spec.maps:
+                    flat[key] = list(raw)
+                    return flat[key]
+                value = flatten_record(raw, spec.tap)
+                if spec.derive is not None:
+                    value = spec.derive(head, value, *self._flat_priors(head, manager))
+                flat[key] = value
             return flat[key]
 
         head_maps = read_tap(self.student_recorders, dict(tap='head', index=0))
@@ -321,22 +404,32 @@ class DistillGraph(BaseAlgorithm):
             priors=self._priors(head_maps),
             gt_bboxes=[s.gt_instances.bboxes for s in data_samples],
             pos_mask=read(dict(output='pos_mask'), False),
-            student_cls=read(dict(output='cls_logits'), False).detach())
+            student_cls=read(dict(output='cls_logits'), False).detach(),
+            teacher_cls=(read(dict(output='cls_logits'), True).detach()
+                         if self._teacher is not None
+                         and 'cls_logits' in head_outputs(self._teacher.bbox_head) else None))
 
         out = {}
         for edge in self.edge_cfgs:
             name = edge['name']
             s = read(edge['student'], False)
-            t = read(edge['teacher'], reads_teacher(edge)).detach()
+            t = read(edge['teacher'], reads_teacher(edge))
+            weight = self._region(ctx, edge['region'], name)
+            self.last_regions[name] = weight.detach()
+            if isinstance(s, list):  # feature maps: a weight per location, a mean per level
+                adapter = self.adapters['neck'] if 'neck' in self.adapters else None
+                s = [adapter(x) for x in s] if adapter is not None and reads_teacher(edge) else s
+                out[f'loss_{name}'] = self.edge_losses[name](
+                    s, [x.detach() for x in t], weight=split_levels(weight, s))
+                continue
+            t = t.detach()
             if s.shape != t.shape:
                 raise ValueError(f'edge {name!r}: student {edge["student"]} has shape '
                                  f'{tuple(s.shape)}, teacher {edge["teacher"]} '
                                  f'{tuple(t.shape)}')
-            weight = self._region(ctx, edge['region'], name)
-            self.last_regions[name] = weight.detach()
             keep = weight > 0
             w = weight[keep]
-            avg = edge_normaliser(w, edge.get('normalize', 'weight'))
+            avg = edge_normaliser(w, edge.get('normalize', 'weight'), ctx.pos_mask)
             extra = {k: read(dict(output=o), False).detach()[keep]
                      for k, o in (edge.get('targets') or {}).items()}
             out[f'loss_{name}'] = self.edge_losses[name](s[keep], t[keep], weight=w,

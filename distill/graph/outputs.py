@@ -20,6 +20,9 @@ Names:
     ``labels``: assigned labels (``num_classes`` = background) from the head's assignment.
     ``pos_mask``: ``labels`` in ``[0, num_classes)``.
     ``gt_boxes``: the assigned GT box of each prior ``(x1, y1, x2, y2)`` (valid on positives).
+
+Every detector with a neck also has ``neck``: the FPN outputs, kept as per-level maps
+``list[Tensor[B, C, H_l, W_l]]`` (feature imitation, e.g. PKD), not flattened.
 """
 
 from __future__ import annotations
@@ -48,12 +51,14 @@ class HeadOutput:
         derive (callable, optional): ``fn(head, raw (Tensor[B, N, K]), priors (Tensor[N, 4]),
             strides (Tensor[N])) -> Tensor``: computes the output from the raw one.
         doc (str): What it is (said in error messages).
+        maps (bool): Kept as per-level maps ``list[Tensor[B, C, H, W]]`` (not flattened).
     """
 
     tap: str
-    index: int
+    index: int | None
     doc: str
     derive: Callable | None = None
+    maps: bool = False
 
 
 def _centres(priors: Tensor) -> Tensor:
@@ -157,6 +162,18 @@ def head_outputs(head: nn.Module) -> dict[str, HeadOutput]:
             outputs = _REGISTRY[cls.__name__]
             return outputs(head) if callable(outputs) else outputs
     return {}
+
+
+#: The neck's outputs (any detector with a neck): per-level maps.
+NECK_OUTPUT = HeadOutput('neck', None, 'FPN outputs, per-level maps', maps=True)
+
+
+def model_outputs(model: nn.Module) -> dict[str, HeadOutput]:
+    """The named outputs an edge may read on a detector: its head's, and ``neck``."""
+    outputs = dict(head_outputs(model.bbox_head)) if hasattr(model, 'bbox_head') else {}
+    if getattr(model, 'neck', None) is not None:
+        outputs['neck'] = NECK_OUTPUT
+    return outputs
 
 
 def describe(head: nn.Module) -> str:

@@ -15,7 +15,9 @@ REQUIRED = ('name', 'loss', 'student', 'teacher', 'region')
 OPTIONAL = ('normalize', 'targets')
 TAP_FIELDS = ('tap', 'index', 'record', 'of')
 OUTPUT_FIELDS = ('output', 'of')
-NORMALIZE = ('weight', 'count')
+#: The fields of a cross-head output (``of='cross'``, student side only).
+CROSS_FIELDS = ('layer', 'student_layer', 'align')
+NORMALIZE = ('weight', 'count', 'positives')
 SIDES = ('student', 'teacher')
 
 
@@ -94,6 +96,11 @@ def check_edges(edges, source: str, student_taps: dict, teacher_taps: dict) -> N
                                   f'avg factor, as the published LD code)')
             for side, taps in (('student', student_taps), ('teacher', teacher_taps)):
                 _check_ref(edge[side], side, where, taps, student_taps)
+            if isinstance(edge['student'], dict) and edge['student'].get('of') == 'cross' \
+                    and not reads_teacher(edge):
+                raise RecipeError(f'{where}: a cross-head output (student of=\'cross\') is '
+                                  f'compared with the teacher\'s own: its teacher side must '
+                                  f'read the teacher, not of={edge["teacher"].get("of")!r}')
             targets = edge.get('targets') or {}
             if not isinstance(targets, dict) or not all(
                     isinstance(k, str) and isinstance(v, str) for k, v in targets.items()):
@@ -110,16 +117,20 @@ def _check_ref(ref, side: str, where: str, taps: dict, student_taps: dict) -> No
         raise RecipeError(f'{where}: {side}={ref!r} must be dict(output=<head output name>), '
                           f'e.g. dict(output=\'box_dist\') (or a raw tap reference '
                           f'dict(tap=<name>, index=<output index>))')
-    fields = OUTPUT_FIELDS if 'output' in ref else TAP_FIELDS
+    of = ref.get('of', side)
+    fields = (OUTPUT_FIELDS + (CROSS_FIELDS if of == 'cross' else ()) if 'output' in ref
+              else TAP_FIELDS)
     bad = [k for k in ref if k not in fields]
     if bad:
         raise RecipeError(f'{where}: {side} has unknown field(s) {bad} (a reference has '
-                          f'{list(fields)})')
-    of = ref.get('of', side)
-    if of not in SIDES or (side == 'student' and of != 'student'):
-        allowed = ['student'] if side == 'student' else list(SIDES)
+                          f'{list(fields)}; a cross-head output, of=\'cross\', also '
+                          f'{list(CROSS_FIELDS)})')
+    allowed = ['student', 'cross'] if side == 'student' else list(SIDES)
+    if of not in allowed or (of == 'cross' and 'output' not in ref):
         raise RecipeError(f'{where}: {side}.of={of!r} must be one of {allowed} '
-                          f'(of=\'student\' on the teacher side: self-distillation)')
+                          f'(of=\'student\' on the teacher side: self-distillation; '
+                          f'of=\'cross\' on the student side, with an output name: the '
+                          f'teacher head run on the student\'s features, CrossKD)')
     if 'output' in ref:
         if not isinstance(ref['output'], str) or not ref['output']:
             raise RecipeError(f'{where}: {side}.output={ref["output"]!r} must be an output name')

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from mmrazor.models.task_modules.recorder import ModuleOutputsRecorder
 from mmrazor.models.task_modules.recorder.base_recorder import BaseRecorder
 from mmrazor.registry import TASK_UTILS
 from torch import nn
@@ -55,3 +56,18 @@ class ModuleMethodOutputsRecorder(BaseRecorder):
     def __exit__(self, exc_type, exc_value, traceback):
         super().__exit__(exc_type, exc_value, traceback)
         self._recording = False
+
+
+@TASK_UTILS.register_module()
+class ClonedModuleOutputsRecorder(ModuleOutputsRecorder):
+    """mmrazor's ``ModuleOutputs`` recorder keeping a copy of each output.
+
+    A ``ConvModule``'s norm output is its pre-activation feature, but the in-place ReLU that
+    follows overwrites that very tensor: a recorded reference would hold the activated one.
+    The copy (``clone``, differentiable) keeps the pre-activation values and their gradient
+    path (CrossKD's cross-head input).
+    """
+
+    def forward_hook(self, module: nn.Module, inputs, outputs) -> None:
+        if self._recording:
+            self.data_buffer.append(outputs.clone())

@@ -8,7 +8,8 @@ and can be built in plain Python.
 
 from .base import RegionContext, flatten_levels
 from .simple import AllRegion, GTBoxRegion, MainRegion
+from .teacher_score import TeacherScoreRegion
 from .vlr import VLRRegion, atss_thresholds, iou_and_diou, vlr_mask
 
-__all__ = ['AllRegion', 'GTBoxRegion', 'MainRegion', 'RegionContext', 'VLRRegion',
-           'atss_thresholds', 'flatten_levels', 'iou_and_diou', 'vlr_mask']
+__all__ = ['AllRegion', 'GTBoxRegion', 'MainRegion', 'RegionContext', 'TeacherScoreRegion',
+           'VLRRegion', 'atss_thresholds', 'flatten_levels', 'iou_and_diou', 'vlr_mask']

@@ -55,6 +55,8 @@ class RegionContext:
         gt_bboxes (list[Tensor[G_i, 4]]): GT boxes of each image (ignored regions excluded).
         pos_mask (Tensor[B, N] | None): The student's assigned positives (main region).
         student_cls (Tensor[B, N, C] | None): The student's class logits (detached).
+        teacher_cls (Tensor[B, N, C] | None): The teacher's class logits (a run with a
+            teacher).
         cache (dict): Per-batch memo, so a region used by two edges is computed once.
     """
 
@@ -62,6 +64,7 @@ class RegionContext:
     gt_bboxes: list[Tensor]
     pos_mask: Tensor | None = None
     student_cls: Tensor | None = None
+    teacher_cls: Tensor | None = None
     cache: dict = field(default_factory=dict)
 
     @property

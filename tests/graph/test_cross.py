@@ -1,0 +1,203 @@
+"""Cross-head outputs (CrossKD) on the tiny GFL pair: a hand-run of the teacher's layers on the
+student's features, where the gradient goes, and every refusal."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.dataset import pseudo_collate
+from mmengine.registry import init_default_scope
+
+from distill.build import build_train_parts
+from distill.cli.train_distill import build_distill_config
+from distill.errors import RecipeError
+from distill.graph import DistillGraph, cross
+
+STUDENT = 'configs/tiny/gfl_s_digits.py'
+TEACHER = 'configs/tiny/gfl_l_digits.py'
+SHIPPED = 'checkpoints/gfl_l_digits_e24_seed0.pth'
+
+
+@pytest.fixture(autouse=True)
+def _scope():
+    init_default_scope('mmdet')
+
+
+def _one_step(repo, recipe, monkeypatch, cfg_options=None, edges=None):
+    """Build the run, run one loss step on 2 images, keep what cross_forward returned."""
+    cfg = build_distill_config(str(repo / STUDENT), recipe, str(repo / TEACHER),
+                               str(repo / SHIPPED), cfg_options)
+    if edges is not None:
+        cfg.model.edges = edges
+    model, dataset, _ = build_train_parts(cfg, 4, 0)
+    calls = []
+    original = cross.cross_forward
+
+    def recorded(*args, **kwargs):
+        calls.append(original(*args, **kwargs))
+        return calls[-1]
+
+    monkeypatch.setattr(cross, 'cross_forward', recorded)
+    data = model.data_preprocessor(pseudo_collate([dataset[0], dataset[1]]), True)
+    losses = model.loss(data['inputs'], data['data_samples'])
+    return model, data, losses, calls
+
+
+def _published_align(s, t):
+    """CrossKD's published re-standardisation, written the way its paper's code reads:
+    channels first, flattened over batch and positions."""
+    n, c, h, w = s.shape
+    a = s.permute(1, 0, 2, 3).reshape(c, -1)
+    b = t.permute(1, 0, 2, 3).reshape(c, -1)
+    a = (a - a.mean(-1, keepdim=True)) / (a.std(-1, keepdim=True) + 1e-6)
+    a = a * b.std(-1, keepdim=True) + b.mean(-1, keepdim=True)
+    return a.reshape(c, n, h, w).permute(1, 0, 2, 3)
+
+
+def _hand_cross(model, inputs, k_s, k_t, key):
+    """The teacher's towers from conv k_t on, its predictors and scales, run by hand on the
+    student's pre-activation feature after k_s convs (through the graph's adapters)."""
+    student, teacher = model.architecture, model.teacher
+    s_feats = student.extract_feat(inputs)
+    with torch.no_grad():
+        t_feats = teacher.extract_feat(inputs)
+    head = teacher.bbox_head
+    cls_out, reg_out = [], []
+    for xs, xt, scale in zip(s_feats, t_feats, head.scales):
+        fed = {}
+        for tower in ('cls', 'reg'):
+            s_convs = getattr(student.bbox_head, f'{tower}_convs')
+            t_convs = getattr(head, f'{tower}_convs')
+            hs, ht = xs, xt
+            for i in range(k_s):
+                hs = s_convs[i](hs, activate=i < k_s - 1)
+            with torch.no_grad():
+                for i in range(k_t):
+                    ht = t_convs[i](ht, activate=i < k_t - 1)
+            f = F.relu(_published_align(model.adapters[f'{key}_{tower}'](hs), ht))
+            for conv in t_convs[k_t:]:
+                f = conv(f)
+            fed[tower] = f
+        cls_out.append(head.gfl_cls(fed['cls']))
+        reg_out.append(scale(head.gfl_reg(fed['reg'])).float())
+    return cls_out, reg_out
+
+
+def test_cross_outputs_equal_a_hand_run_of_the_teacher_layers(repo, monkeypatch):
+    model, data, losses, calls = _one_step(repo, 'crosskd', monkeypatch)
+    # layer=-1: the student (2 convs) enters after 1 conv, the teacher (4 convs) at conv 3
+    path = next(iter(model.cross_paths.values()))
+    assert (path.k_s, path.k_t, path.align) == (1, 3, True)
+    assert len(calls) == 1  # one cross forward serves the three edges
+    cls_hand, reg_hand = _hand_cross(model, data['inputs'], 1, 3, path.key)
+    cls_graph, reg_graph = calls[0][0], calls[0][1]
+    assert len(cls_graph) == len(cls_hand) == 3
+    for a, b in zip(cls_graph, cls_hand):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    for a, b in zip(reg_graph, reg_hand):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    # and they are not the teacher's own predictions (the student's features went in)
+    with torch.no_grad():
+        own = model.teacher.bbox_head(model.teacher.extract_feat(data['inputs']))[0]
+    assert not torch.allclose(own[0], cls_graph[0], atol=1e-2)
+    for name in ('crosskd_cls', 'crosskd_kl', 'crosskd_giou'):
+        assert torch.isfinite(losses[f'loss_{name}']) and losses[f'loss_{name}'] > 0
+
+
+def test_cross_gradient_reaches_the_student_below_k_and_the_adapters_only(repo, monkeypatch):
+    model, _, losses, _ = _one_step(repo, 'crosskd', monkeypatch)
+    sum(v for k, v in losses.items() if k.startswith('loss_crosskd')).backward()
+    head = model.architecture.bbox_head
+    below = [head.cls_convs[0].conv.weight, head.reg_convs[0].conv.weight,
+             model.architecture.neck.fpn_convs[0].conv.weight]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in below)
+    # above the cross point (the student's last conv and its predictors): GT losses only
+    above = [head.cls_convs[1].conv.weight, head.reg_convs[1].conv.weight,
+             head.gfl_cls.weight, head.gfl_reg.weight]
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in above)
+    assert sorted(model.adapters) == ['cross_s1_t3_cls', 'cross_s1_t3_reg']
+    for adapter in model.adapters.values():  # 48 -> 96 channels, trained
+        assert (adapter.in_channels, adapter.out_channels) == (48, 96)
+        assert adapter.weight.grad.abs().sum() > 0
+    assert all(p.grad is None and not p.requires_grad for p in model.teacher.parameters())
+
+
+def test_align_option_and_explicit_student_layer(repo, monkeypatch):
+    edges = [dict(name='c', loss=dict(type='QFLKDLoss'),
+                  student=dict(output='cls_logits', of='cross', layer=2, student_layer=0,
+                               align=False),
+                  teacher=dict(output='cls_logits'), region=dict(type='AllRegion'))]
+    model, data, _, calls = _one_step(repo, 'kd', monkeypatch, edges=edges)
+    path = next(iter(model.cross_paths.values()))
+    assert (path.k_s, path.k_t, path.align) == (0, 2, False)
+    # student_layer=0: the FPN feature, no re-standardisation, adapter, then the activation
+    head = model.teacher.bbox_head
+    x = model.architecture.extract_feat(data['inputs'])[0]
+    f = F.relu(model.adapters[f'{path.key}_cls'](x))
+    for conv in head.cls_convs[2:]:
+        f = conv(f)
+    torch.testing.assert_close(calls[0][0][0], head.gfl_cls(f), rtol=1e-4, atol=1e-4)
+
+
+def _graph(repo, student_ref, teacher_side=None, teacher_cfg=TEACHER, teacher_options=None):
+    from mmengine.config import Config
+    student = Config.fromfile(str(repo / STUDENT)).model
+    teacher = Config.fromfile(str(repo / teacher_cfg))
+    teacher.merge_from_dict(teacher_options or {})
+    edge = dict(name='c', loss=dict(type='QFLKDLoss'), student=student_ref,
+                teacher=teacher_side or dict(output='cls_logits'),
+                region=dict(type='AllRegion'))
+    return DistillGraph(architecture=student, teacher=teacher.model,
+                        teacher_ckpt=str(repo / SHIPPED), edges=[edge], edges_source='r.py',
+                        pair_names=('s.py', 't.py'))
+
+
+def test_refusals_name_both_heads_the_layer_and_what_differs(repo):
+    with pytest.raises(RecipeError) as err:  # the student tower has 2 convs
+        _graph(repo, dict(output='cls_logits', of='cross', layer=3))
+    msg = str(err.value)
+    for part in ('r.py', "'c'", 'GFLHead (s.py) into GFLHead (t.py)', 'layer=3',
+                 'student 2 convs, teacher 4', 'student_layer'):
+        assert part in msg, (part, msg)
+    with pytest.raises(RecipeError, match=r'layer=-6.*depth 0..2 \(here -4\)'):
+        _graph(repo, dict(output='cls_logits', of='cross', layer=-6))
+    with pytest.raises(RecipeError, match="layer='last' must be an int"):
+        _graph(repo, dict(output='cls_logits', of='cross', layer='last'))
+    with pytest.raises(RecipeError, match='align=1 must be True or False'):
+        _graph(repo, dict(output='cls_logits', of='cross', align=1))
+    with pytest.raises(RecipeError, match=r"reads the teacher's 'labels', which comes from "
+                                          r"label assignment"):
+        _graph(repo, dict(output='labels', of='cross'))
+    with pytest.raises(RecipeError, match=r"a cross-head output.*not of='student'"):
+        _graph(repo, dict(output='cls_logits', of='cross'),
+               dict(output='cls_logits', of='student'))
+    with pytest.raises(RecipeError, match=r"unknown field\(s\) \['layer'\]"):
+        _graph(repo, dict(output='cls_logits', layer=1))
+
+
+def test_refuses_a_head_it_cannot_cross(repo, tmp_path, monkeypatch):
+    from mmengine.config import Config
+
+    from distill.graph import outputs
+    from tests.helpers import save_detector_checkpoint
+    (tmp_path / 'retina.py').write_text(
+        f"_base_ = '{repo / TEACHER}'\n"
+        "model = dict(type='RetinaNet', bbox_head=dict(\n"
+        "    _delete_=True, type='RetinaHead', num_classes=10, in_channels=96,\n"
+        "    stacked_convs=4, feat_channels=96,\n"
+        "    anchor_generator=dict(type='AnchorGenerator', ratios=[1.0], octave_base_scale=2,\n"
+        "                          scales_per_octave=1, strides=[8, 16, 32]),\n"
+        "    bbox_coder=dict(type='DeltaXYWHBBoxCoder'),\n"
+        "    loss_cls=dict(type='FocalLoss', use_sigmoid=True),\n"
+        "    loss_bbox=dict(type='L1Loss')))\n")
+    cfg = Config.fromfile(str(tmp_path / 'retina.py'))
+    ckpt = save_detector_checkpoint(str(tmp_path / 'retina.py'), tmp_path / 'r.pth')
+    # RetinaHead declares its outputs here (as a user would); it is still not crossable
+    monkeypatch.setitem(outputs._REGISTRY, 'RetinaHead', outputs.ATSS_OUTPUTS)
+    edge = dict(name='c', loss=dict(type='QFLKDLoss'),
+                student=dict(output='cls_logits', of='cross'),
+                teacher=dict(output='cls_logits'), region=dict(type='AllRegion'))
+    with pytest.raises(RecipeError, match=r'the teacher head RetinaHead is not one the graph '
+                                          r'can cross.*GFLHead'):
+        DistillGraph(architecture=Config.fromfile(str(repo / STUDENT)).model,
+                     teacher=cfg.model, teacher_ckpt=ckpt, edges=[edge],
+                     edges_source='r.py', pair_names=('s.py', 'retina.py'))

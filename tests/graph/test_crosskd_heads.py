@@ -1,0 +1,56 @@
+"""CrossKD and PKD on every head family the toolkit supports: a few real training steps each
+(finite losses, a gradient on every student parameter and adapter, the teacher untouched)."""
+
+import pytest
+import torch
+
+from distill.cli.train_distill import build_distill_config
+from tests.helpers import save_detector_checkpoint, teacher_checker, train_iterations
+
+T = 'configs/tiny/'
+DIST = {'model.bbox_head.box_dist': 16}
+ATSS_DIST = {'model.bbox_head.type': 'ATSSDistHead', **DIST}
+# (student, teacher, options of both, recipe, the student's and the teacher's tower depths)
+CASES = {
+    'gfl': ('gfl_s_digits.py', 'gfl_l_digits.py', None, 'crosskd'),
+    'gfl_pkd': ('gfl_s_digits.py', 'gfl_l_digits.py', None, 'crosskd+pkd'),
+    'gfl_xs': ('gfl_xs_digits.py', 'gfl_l_digits.py', None, 'crosskd+pkd'),
+    'atss': ('atss_s_digits.py', 'atss_l_digits.py', None, 'crosskd_atss'),
+    'atss_dist': ('atss_s_digits.py', 'atss_l_digits.py', ATSS_DIST, 'crosskd'),
+    'ddod': ('ddod_s_digits.py', 'ddod_s_digits.py', None, 'crosskd_ddod'),
+    'ddod_dist': ('ddod_s_digits.py', 'ddod_s_digits.py', DIST, 'crosskd+pkd'),
+    'mod': ('mod_s_digits.py', 'mod_s_digits.py', None, 'crosskd_fcos'),
+    'fcos': ('fcos_s_digits.py', 'fcos_s_digits.py', None, 'crosskd_fcos'),
+    'mod_dist': ('mod_s_digits.py', 'mod_s_digits.py', DIST, 'crosskd'),
+    'mod_gfl': ('mod_gfl_s_digits.py', 'gfl_l_digits.py', None, 'crosskd'),
+    'salt': ('salt_s_digits.py', 'salt_l_digits.py', None, 'crosskd+pkd'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(CASES))
+def test_crosskd_trains_every_head_family(case, tmp_path, repo):
+    student, teacher, options, recipe = CASES[case]
+    teacher_cfg = str(repo / T / teacher)
+    if options:  # the teacher gets the same head option (its checkpoint is built with it)
+        teacher_cfg = str(tmp_path / 'teacher.py')
+        lines = [f"_base_ = '{repo / T / teacher}'", 'model = dict(bbox_head=dict(']
+        lines += [f'    {k.rsplit(".", 1)[-1]}={v!r},' for k, v in options.items()]
+        (tmp_path / 'teacher.py').write_text('\n'.join(lines + ['))\n']))
+    ckpt = save_detector_checkpoint(teacher_cfg, tmp_path / 'teacher.pth', seed=1)
+    cfg = build_distill_config(str(repo / T / student), recipe, teacher_cfg, ckpt,
+                               cfg_options=options)
+    seen = {}
+    losses, touched = train_iterations(cfg, iterations=2, batch_size=2, subset=4,
+                                       on_step=teacher_checker(seen))
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert all(touched.values()), [n for n, t in touched.items() if not t]
+    for edge in cfg.model.edges:
+        assert 0 <= seen[f'loss_{edge["name"]}'] < float('inf'), edge['name']
+    assert any(seen[f'loss_{e["name"]}'] > 0 for e in cfg.model.edges)
+    # adapters exactly where the widths differ; everything else trained is the student
+    from mmengine.config import Config
+    widths = [Config.fromfile(c).model.bbox_head.feat_channels
+              for c in (str(repo / T / student), teacher_cfg)]
+    adapters = {n.split('.')[1] for n in touched if n.startswith('adapters.')}
+    assert all(n.startswith(('architecture.', 'adapters.')) for n in touched)
+    assert bool(adapters) == (widths[0] != widths[1]), (widths, adapters)

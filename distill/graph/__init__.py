@@ -5,5 +5,6 @@ from .outputs import HeadOutput, head_outputs, register_head_outputs
 from .pair_check import PairMismatchError, check_pair
 from .taps import ClonedModuleOutputsRecorder, ModuleMethodOutputsRecorder
 
-__all__ = ['ClonedModuleOutputsRecorder', 'DistillGraph', 'HeadOutput', 'ModuleMethodOutputsRecorder', 'NonFiniteLossError',
-           'PairMismatchError', 'check_pair', 'head_outputs', 'register_head_outputs']
+__all__ = ['ClonedModuleOutputsRecorder', 'DistillGraph', 'HeadOutput',
+           'ModuleMethodOutputsRecorder', 'NonFiniteLossError', 'PairMismatchError', 'check_pair',
+           'head_outputs', 'register_head_outputs']

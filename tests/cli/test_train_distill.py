@@ -118,6 +118,25 @@ def test_exported_student_gives_the_same_predictions_and_ap(tmp_path, straight_r
     assert logged[-1]['coco/bbox_mAP'] == results['export'][0]['coco/bbox_mAP']
 
 
+def test_crosskd_pkd_adapters_train_and_stay_out_of_the_export(tmp_path, teacher_ckpt, repo):
+    """The 1x1 adapters (48 -> 96 channels) are in the run's checkpoint, not in the export,
+    which loads with init_detector and predicts exactly as the graph does."""
+    work = tmp_path / 'crosskd'
+    cmd = _cmd(repo, work, teacher_ckpt, 1)
+    cmd[cmd.index('kd_ld_vlr')] = 'crosskd+pkd'
+    proc = subprocess.run(cmd, cwd=repo, env=ENV, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    state = torch.load(work / 'epoch_1.pth', weights_only=False)['state_dict']
+    adapters = sorted({k.split('.')[1] for k in state if k.startswith('adapters.')})
+    assert adapters == ['cross_s1_t3_cls', 'cross_s1_t3_reg', 'neck']
+    model, results = export_round_trip(str(work / 'gfl_s_digits.py'),
+                                       str(work / 'epoch_1.pth'), tmp_path)
+    assert not any('adapter' in k for k in model.state_dict())
+    assert len(json.loads(results['graph'][1])) > 0
+    assert results['graph'][1] == results['export'][1]
+    assert results['graph'][0] == results['export'][0]
+
+
 def _student_skeleton(repo):
     from mmdet.registry import MODELS
     from mmengine.config import Config

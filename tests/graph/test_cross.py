@@ -201,3 +201,23 @@ def test_refuses_a_head_it_cannot_cross(repo, tmp_path, monkeypatch):
         DistillGraph(architecture=Config.fromfile(str(repo / STUDENT)).model,
                      teacher=cfg.model, teacher_ckpt=ckpt, edges=[edge],
                      edges_source='r.py', pair_names=('s.py', 'retina.py'))
+
+
+def test_refuses_a_tower_conv_whose_pre_activation_cannot_be_tapped(repo):
+    from mmcv.cnn import ConvModule
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    teacher = MODELS.build(Config.fromfile(str(repo / TEACHER)).model)
+    # same parameters (the shipped checkpoint loads), but the norm comes after the activation
+    teacher.bbox_head.reg_convs[2] = ConvModule(
+        96, 96, 3, padding=1, norm_cfg=dict(type='GN', num_groups=32, requires_grad=True),
+        order=('conv', 'act', 'norm'))
+    edge = dict(name='c', loss=dict(type='QFLKDLoss'),
+                student=dict(output='cls_logits', of='cross', layer=-1),
+                teacher=dict(output='cls_logits'), region=dict(type='AllRegion'))
+    with pytest.raises(RecipeError, match=r'cannot cross GFLHead \(s.py\) into GFLHead \(t.py\) '
+                                          r'at layer=-1: the teacher reg_convs\[2\] is a '
+                                          r'ConvModule, not a ConvModule ordered conv, norm, act'):
+        DistillGraph(architecture=Config.fromfile(str(repo / STUDENT)).model, teacher=teacher,
+                     teacher_ckpt=str(repo / SHIPPED), edges=[edge], edges_source='r.py',
+                     pair_names=('s.py', 't.py'))

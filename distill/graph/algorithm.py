@@ -33,6 +33,7 @@ from distill.graph import cross
 from distill.graph.outputs import (
     ASSIGN_TAP,
     HEAD_TAP,
+    NECK_TAP,
     describe,
     flat_priors_and_strides,
     flatten_record,
@@ -275,7 +276,7 @@ class DistillGraph(BaseAlgorithm):
                 self.adapters[name] = conv
         for side, taps in (('student', student_taps), ('teacher', teacher_taps)):
             if edge[side].get('output') == 'neck':
-                taps.update(cross.hold_taps(None, 0))
+                taps['neck'] = NECK_TAP
         if ref.get('output') == 'neck' and reads_teacher(edge):
             c_s, c_t = self.architecture.neck.out_channels, teacher.neck.out_channels
             if c_s != c_t:
@@ -311,7 +312,7 @@ class DistillGraph(BaseAlgorithm):
                 on_teacher = of_teacher or ref.get('of') == 'cross'
                 model = teacher if on_teacher else self.architecture
                 head = getattr(model, 'bbox_head', None)
-                if head is None or model is None:
+                if head is None:
                     continue
                 spec = model_outputs(model).get(ref['output'])
                 role = 'teacher' if on_teacher else 'student'

@@ -33,6 +33,7 @@ from mmcv.cnn import ConvModule
 from torch import Tensor, nn
 
 from distill.errors import RecipeError
+from distill.graph.outputs import NECK_TAP
 
 #: Heads the graph can cross, by class name (looked up along the MRO), and whether their
 #: ``forward_single`` reads its input beyond the towers (SALT-Net's skip connection).
@@ -102,7 +103,8 @@ def resolve(ref: dict, student: nn.Module, teacher: nn.Module, names: tuple[str,
                               f'crosses {sorted(_CROSSABLE)} and their subclasses)')
     n_s, n_t = _depth(s_head), _depth(t_head)
     for name, value in (('layer', layer), ('student_layer', s_layer)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        if (value is not None or name == 'layer') and (isinstance(value, bool)
+                                                        or not isinstance(value, int)):
             raise RecipeError(f'{where}: {name}={value!r} must be an int')
     k_t = layer if layer >= 0 else n_t + layer
     k_s = (s_layer if s_layer >= 0 else n_s + s_layer) if s_layer is not None else (
@@ -110,8 +112,8 @@ def resolve(ref: dict, student: nn.Module, teacher: nn.Module, names: tuple[str,
     if not 0 <= k_t <= n_t or not 0 <= k_s <= n_s:
         raise RecipeError(
             f'{where}: cannot cross {pair} at layer={layer}'
-            f'{"" if s_layer is None else f", student_layer={s_layer}"}: the towers differ '
-            f'in depth (student {n_s} convs, teacher {n_t}); the student feature must be at '
+            f'{"" if s_layer is None else f", student_layer={s_layer}"}: the towers have '
+            f'student {n_s} convs, teacher {n_t}; the student feature must be at '
             f'depth 0..{n_s} (here {k_s}) and enter the teacher tower at 0..{n_t} (here '
             f'{k_t}; {n_t}: its predictors only); use a negative layer (from the end of each '
             f'tower) or set student_layer')
@@ -137,7 +139,7 @@ def hold_taps(head: nn.Module, depth: int) -> dict:
     """Recorder configs of the pre-activation feature after ``depth`` convs of both towers
     (the norm's output, or the conv's without a norm); depth 0: the neck's output."""
     if depth == 0:
-        return {'neck': dict(type='ModuleOutputs', source='neck')}
+        return {'neck': NECK_TAP}
     taps = {}
     for tower, short in (('cls_convs', 'cls'), ('reg_convs', 'reg')):
         conv = getattr(head, tower)[depth - 1]
@@ -209,7 +211,8 @@ def teacher_forward_from(head: nn.Module, k: int, inputs: list[Tensor],
     for tower, feeds in (('cls_convs', cls_feeds), ('reg_convs', reg_feeds)):
         table = {id(x): f for x, f in zip(inputs, feeds)}
         view._modules[tower] = nn.ModuleList([_Feed(table), *getattr(head, tower)[k:]])
-    return view.forward(list(inputs))
+    # the class's forward: an instance attribute (a patched method) would run on the original
+    return type(head).forward(view, list(inputs))
 
 
 def activation(head: nn.Module, k: int, tower: str):

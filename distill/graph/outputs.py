@@ -39,6 +39,8 @@ from distill.regions.base import flatten_levels
 #: The taps every graph installs: the head's forward and its label assignment.
 HEAD_TAP = dict(type='ModuleOutputs', source='bbox_head')
 ASSIGN_TAP = dict(type='ModuleMethodOutputs', source='bbox_head.get_targets')
+#: The tap of the neck's outputs (feature edges; a cross-head path entering at depth 0).
+NECK_TAP = dict(type='ModuleOutputs', source='neck')
 
 
 @dataclass(frozen=True)

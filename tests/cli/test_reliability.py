@@ -269,7 +269,7 @@ def test_test_out_is_strict_json_with_null_for_undefined_ap(distill_run, tmp_pat
      r"unknown field\(s\) \['normalise'\] \(did you mean \['normalize'\]"),
     ("dict(name='e', loss=dict(type='LDLoss'), student=dict(tap='head', index=1), "
      "teacher=dict(tap='head', index=1), region=dict(type='MainRegion'), normalize='mean')",
-     r"normalize='mean', expected one of \['weight', 'count'\] or a positive number"),
+     r"normalize='mean', expected one of \['weight', 'count', 'positives'\] or a positive number"),
     ("dict(name='e', loss=dict(type='LDLoss'), student=dict(tap='head', index=1), "
      "teacher=dict(tap='head', index=1), region=dict(type='MainRegion'), normalize=-4)",
      r"normalize=-4, expected one of"),
@@ -277,10 +277,10 @@ def test_test_out_is_strict_json_with_null_for_undefined_ap(distill_run, tmp_pat
     ("dict(name='e', loss=dict(type='LDLoss'), student=dict(output='box_dist', index=1), "
      "teacher=dict(output='box_dist'), region=dict(type='MainRegion'))",
      r"edge 'e': student has unknown field\(s\) \['index'\] \(a reference has \['output', "
-     r"'of'\]\)"),
+     r"'of'\]; a cross-head output, of='cross', also \['layer', 'student_layer', 'align'\]\)"),
     ("dict(name='e', loss=dict(type='LDLoss'), student=dict(output='box_dist', of='teacher'), "
      "teacher=dict(output='box_dist'), region=dict(type='MainRegion'))",
-     r"edge 'e': student.of='teacher' must be one of \['student'\]"),
+     r"edge 'e': student.of='teacher' must be one of \['student', 'cross'\]"),
     ("dict(name='e', loss=dict(type='LDLoss'), student=dict(output='box_dist'), "
      "teacher=dict(output='box_dist', of='self'), region=dict(type='MainRegion'))",
      r"edge 'e': teacher.of='self' must be one of \['student', 'teacher'\]"),

@@ -162,6 +162,8 @@ def test_refusals_name_both_heads_the_layer_and_what_differs(repo):
         _graph(repo, dict(output='cls_logits', of='cross', layer=-6))
     with pytest.raises(RecipeError, match="layer='last' must be an int"):
         _graph(repo, dict(output='cls_logits', of='cross', layer='last'))
+    with pytest.raises(RecipeError, match="layer=None must be an int"):
+        _graph(repo, dict(output='cls_logits', of='cross', layer=None))
     with pytest.raises(RecipeError, match='align=1 must be True or False'):
         _graph(repo, dict(output='cls_logits', of='cross', align=1))
     with pytest.raises(RecipeError, match=r"reads the teacher's 'labels', which comes from "

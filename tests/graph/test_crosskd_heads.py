@@ -1,4 +1,4 @@
-"""CrossKD and PKD on every head family the toolkit supports: a few real training steps each
+"""CrossKD and PKD (and LD without DFL) on every head family the toolkit supports: a few real training steps each
 (finite losses, a gradient on every student parameter and adapter, the teacher untouched)."""
 
 import pytest
@@ -14,6 +14,8 @@ ATSS_DIST = {'model.bbox_head.type': 'ATSSDistHead', **DIST}
 CASES = {
     'gfl': ('gfl_s_digits.py', 'gfl_l_digits.py', None, 'crosskd'),
     'gfl_pkd': ('gfl_s_digits.py', 'gfl_l_digits.py', None, 'crosskd+pkd'),
+    'gfl_pkd_only': ('gfl_s_digits.py', 'gfl_l_digits.py', None, 'pkd'),
+    'gfl_ld_nodfl': ('gfl_s_digits.py', 'gfl_l_digits.py', None, 'ld_nodfl'),
     'gfl_xs': ('gfl_xs_digits.py', 'gfl_l_digits.py', None, 'crosskd+pkd'),
     'atss': ('atss_s_digits.py', 'atss_l_digits.py', None, 'crosskd_atss'),
     'atss_dist': ('atss_s_digits.py', 'atss_l_digits.py', ATSS_DIST, 'crosskd'),
@@ -53,4 +55,8 @@ def test_crosskd_trains_every_head_family(case, tmp_path, repo):
               for c in (str(repo / T / student), teacher_cfg)]
     adapters = {n.split('.')[1] for n in touched if n.startswith('adapters.')}
     assert all(n.startswith(('architecture.', 'adapters.')) for n in touched)
-    assert bool(adapters) == (widths[0] != widths[1]), (widths, adapters)
+    crosses = any(e['student'].get('of') == 'cross' or e['student'].get('output') == 'neck'
+                  for e in cfg.model.edges)
+    assert bool(adapters) == (crosses and widths[0] != widths[1]), (widths, adapters)
+    if recipe == 'ld_nodfl':  # the student's DFL is off, its QFL and GIoU are not
+        assert seen['loss_dfl'] == 0 and seen['loss_bbox'] > 0 and seen['loss_cls'] > 0

@@ -1,5 +1,6 @@
-"""CrossKD and PKD (and LD without DFL) on every head family the toolkit supports: a few real training steps each
-(finite losses, a gradient on every student parameter and adapter, the teacher untouched)."""
+"""CrossKD and PKD (and LD without DFL) on every head family the toolkit supports: a few real
+training steps each (finite losses, a gradient on every student parameter and adapter, the
+teacher untouched)."""
 
 import pytest
 import torch

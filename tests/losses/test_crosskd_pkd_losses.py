@@ -44,13 +44,19 @@ def test_qfl_kd_gradient_vanishes_where_the_student_matches_and_skips_the_teache
     assert t.grad is None
 
 
+def _box_pair(seed, n, shift, scale):
+    """Random student boxes (with a gradient) and teacher boxes moved by ``shift``, sides
+    scaled by ``scale``; and the generator, for more draws."""
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g, dtype=torch.float64) * 50
+    wh = torch.rand(n, 2, generator=g, dtype=torch.float64) * 40 + 1
+    student = torch.cat([xy, xy + wh], 1).requires_grad_(True)
+    return student, torch.cat([xy + shift, xy + wh * scale], 1), g
+
+
 def test_giou_kd_equals_mmdet_giou_loss_in_value_and_gradient():
     from mmdet.models.losses import GIoULoss
-    g = torch.Generator().manual_seed(0)
-    xy = torch.rand(7, 2, generator=g, dtype=torch.float64) * 50
-    wh = torch.rand(7, 2, generator=g, dtype=torch.float64) * 40 + 1
-    student = torch.cat([xy, xy + wh], 1).requires_grad_(True)
-    teacher = torch.cat([xy + 3, xy + wh * 0.8], 1)
+    student, teacher, g = _box_pair(0, 7, 3, 0.8)
     w = torch.rand(7, generator=g, dtype=torch.float64)
     ours = IoUKDLoss(loss_weight=2.0)(student, teacher, weight=w, avg_factor=w.sum())
     (ours_grad,) = torch.autograd.grad(ours, student)
@@ -63,11 +69,7 @@ def test_giou_kd_equals_mmdet_giou_loss_in_value_and_gradient():
 
 def test_log_iou_kd_equals_mmdet_iou_loss_and_modes_are_checked():
     from mmdet.models.losses import IoULoss
-    g = torch.Generator().manual_seed(1)
-    xy = torch.rand(5, 2, generator=g, dtype=torch.float64) * 30
-    wh = torch.rand(5, 2, generator=g, dtype=torch.float64) * 20 + 1
-    student = torch.cat([xy, xy + wh], 1).requires_grad_(True)
-    teacher = torch.cat([xy + 1, xy + wh * 1.1], 1)
+    student, teacher, _ = _box_pair(1, 5, 1, 1.1)
     ours = IoUKDLoss(mode='log_iou', loss_weight=0.75)(student, teacher, avg_factor=3.0)
     ref = IoULoss(mode='log', loss_weight=0.75)(student, teacher, avg_factor=3.0)
     assert ours.item() == pytest.approx(ref.item(), rel=1e-6)

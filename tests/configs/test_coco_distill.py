@@ -12,6 +12,10 @@ TEACHER = 'configs/coco/gfl_r101_fpn_1x_coco.py'
 PAIRS = [('configs/coco/gfl_r50_fpn_1x_coco.py', r)
          for r in ('none', 'kd', 'ld', 'ld_vlr', 'kd_ld_vlr')]
 PAIRS += [('configs/coco/gfl_r18_fpn_1x_coco.py', 'kd_ld_vlr')]
+# CrossKD at the paper's place (both heads of 4 convs, 256 channels: layer=-1 is the paper's
+# index 3, no adapter) and with PKD
+PAIRS += [('configs/coco/gfl_r50_fpn_1x_coco.py', 'crosskd+pkd'),
+          ('configs/coco/gfl_r18_fpn_1x_coco.py', 'crosskd')]
 # SALT-Net students: SDR alone (no teacher), the teacher's recipe, and both in one run
 PAIRS += [('configs/coco/salt_r50_fpn_1x_coco.py', r) for r in ('sdr', 'kd_ld_vlr',
                                                                  'kd_ld_vlr+sdr')]

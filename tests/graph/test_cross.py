@@ -223,3 +223,38 @@ def test_refuses_a_tower_conv_whose_pre_activation_cannot_be_tapped(repo):
         DistillGraph(architecture=Config.fromfile(str(repo / STUDENT)).model, teacher=teacher,
                      teacher_ckpt=str(repo / SHIPPED), edges=[edge], edges_source='r.py',
                      pair_names=('s.py', 't.py'))
+
+
+def _gfl_detector(convs, channels):
+    from mmdet.registry import MODELS
+    from torch import nn
+    holder = nn.Module()
+    holder.bbox_head = MODELS.build(dict(
+        type='GFLHead', num_classes=3, in_channels=channels, feat_channels=channels,
+        stacked_convs=convs, norm_cfg=dict(type='GN', num_groups=4, requires_grad=True),
+        anchor_generator=dict(type='AnchorGenerator', ratios=[1.0], octave_base_scale=8,
+                              scales_per_octave=1, strides=[8, 16])))
+    return holder
+
+
+@pytest.mark.parametrize('ref, s_convs, t_convs, expected', [
+    (dict(layer=-1), 4, 4, (3, 3)),          # the paper's GFL/ATSS index 3 of 4
+    (dict(layer=-2), 4, 4, (2, 2)),          # the paper's FCOS index 2 of 4
+    (dict(layer=3), 4, 4, (3, 3)),
+    (dict(layer=-1), 2, 4, (1, 3)),          # from the end of each tower
+    (dict(layer=0), 2, 4, (0, 0)),           # the FPN feature into the whole teacher head
+    (dict(layer=-1, student_layer=2), 2, 4, (2, 3)),
+    (dict(layer=4), 4, 4, (4, 4)),           # the teacher's predictors only
+])
+def test_layer_resolution(ref, s_convs, t_convs, expected):
+    path = cross.resolve(dict(output='cls_logits', of='cross', **ref),
+                         _gfl_detector(s_convs, 8), _gfl_detector(t_convs, 16), ('s', 't'), 'r')
+    assert (path.k_s, path.k_t) == expected
+    assert path.align and not path.reads_input
+    adapters = cross.adapters_for(path, _gfl_detector(s_convs, 8).bbox_head,
+                                  _gfl_detector(t_convs, 16).bbox_head)
+    assert sorted(adapters) == [f'{path.key}_cls', f'{path.key}_reg']
+    assert all((a.in_channels, a.out_channels) == (8, 16) for a in adapters.values())
+    same = cross.adapters_for(path, _gfl_detector(s_convs, 16).bbox_head,
+                              _gfl_detector(t_convs, 16).bbox_head)
+    assert same == {}

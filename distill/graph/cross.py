@@ -57,6 +57,11 @@ def _depth(head: nn.Module) -> int:
     return len(head.cls_convs)
 
 
+def _from_end(k: int, depth: int) -> int:
+    """A tower index, negative ones counted from the end of a tower of ``depth`` convs."""
+    return k if k >= 0 else depth + k
+
+
 @dataclass(frozen=True)
 class CrossPath:
     """Where a student feature enters the teacher head.
@@ -106,9 +111,8 @@ def resolve(ref: dict, student: nn.Module, teacher: nn.Module, names: tuple[str,
         if (value is not None or name == 'layer') and (isinstance(value, bool)
                                                         or not isinstance(value, int)):
             raise RecipeError(f'{where}: {name}={value!r} must be an int')
-    k_t = layer if layer >= 0 else n_t + layer
-    k_s = (s_layer if s_layer >= 0 else n_s + s_layer) if s_layer is not None else (
-        layer if layer >= 0 else n_s + layer)
+    k_t = _from_end(layer, n_t)
+    k_s = _from_end(layer if s_layer is None else s_layer, n_s)
     if not 0 <= k_t <= n_t or not 0 <= k_s <= n_s:
         raise RecipeError(
             f'{where}: cannot cross {pair} at layer={layer}'

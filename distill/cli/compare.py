@@ -5,7 +5,8 @@ Usage::
     python tools/compare.py --student configs/tiny/gfl_s_digits.py \\
         --teacher configs/tiny/gfl_l_digits.py --teacher-ckpt work_dirs/.../epoch_24.pth \\
         --recipes none kd ld ld_vlr kd_ld_vlr --seeds 0 1 2 --epochs 6 \\
-        --work-root work_dirs/compare/digits [--collect-only] [--cfg-options k=v ...]
+        --work-root work_dirs/compare/digits [--collect-only] [--teacher-cache auto|on|off]
+        [--cfg-options k=v ...]
 
 Each run trains in its own process (``tools/train_distill.py``) into
 ``<work-root>/<recipe>/seed<k>``; a finished run (``final_metrics.json``) is reused and an
@@ -13,6 +14,10 @@ interrupted one resumes from its last checkpoint. The teacher is evaluated once.
 ``<work-root>/comparison.{md,csv,png}``: mean and sample std over seeds of AP .. APl, the
 difference to ``none`` and that difference in units of the standard deviation of a difference
 of two runs, ``sqrt(sd_recipe^2 + sd_none^2)``.
+
+The runs that read a teacher share one teacher-output cache (``--teacher-cache``, default
+``auto``: on where the student's train pipeline has no random transform): the teacher runs on
+each image once for the whole grid (docs/teacher_cache.md).
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ from distill.cli.train_distill import recipe_name
 from distill.compat import atomic_write
 from distill.curves import plot_grid_curves, read_scalars
 from distill.errors import DistillError
+from distill.graph.teacher_cache import TeacherCacheError
+from distill.graph.teacher_cache_hook import check_deterministic
 
 
 class RunFailedError(DistillError):
@@ -118,6 +125,8 @@ def run_one(args, recipe: str, seed: int, options: dict) -> dict:
         cmd += ['--epochs', str(args.epochs)]
     if recipe != 'none' and args.teacher:  # (self-distillation recipes need no teacher)
         cmd += ['--teacher', args.teacher, '--teacher-ckpt', args.teacher_ckpt]
+        if args.teacher_cache == 'on':
+            cmd += ['--teacher-cache']
     if osp.isfile(osp.join(work_dir, 'last_checkpoint')):
         cmd += ['--resume']
     cmd += ['--cfg-options'] + _options_args(options)
@@ -136,6 +145,25 @@ def run_one(args, recipe: str, seed: int, options: dict) -> dict:
     metrics['wall_s'] = round(time.time() - t0, 1)
     atomic_write(json.dumps(metrics, indent=2), final)
     return metrics
+
+
+def cache_mode(args, options: dict) -> str:
+    """``'on'`` or ``'off'``: ``auto`` is on unless the student's train pipeline is random
+    (``on`` with a random one is refused here, before any run)."""
+    if args.teacher_cache == 'off' or not args.teacher:
+        return 'off'
+    cfg = read_config(args.student)
+    cfg.merge_from_dict({k: v for k, v in options.items() if k.startswith('train_dataloader')})
+    try:
+        check_deterministic(cfg, args.student)
+    except TeacherCacheError as e:
+        if args.teacher_cache == 'on':
+            raise
+        print(f'[compare] teacher cache off: {e}', flush=True)
+        return 'off'
+    print('[compare] teacher cache on: the teacher runs once per image for the whole grid '
+          '(--teacher-cache off to disable)', flush=True)
+    return 'on'
 
 
 def teacher_metrics(args, options: dict) -> dict | None:
@@ -272,6 +300,9 @@ def parse_args(argv=None):
     parser.add_argument('--title', default=None, help='first line of the Markdown table')
     parser.add_argument('--collect-only', action='store_true',
                         help='only tabulate finished runs (none is trained)')
+    parser.add_argument('--teacher-cache', choices=['auto', 'on', 'off'], default='auto',
+                        help='share one teacher-output cache between the runs (auto: on '
+                             'where the train pipeline has no random transform)')
     add_cfg_options(parser)
     return parser.parse_args(argv)
 
@@ -284,6 +315,7 @@ def main(argv=None) -> str:
         options['train_cfg.val_interval'] = args.val_interval or args.epochs
     options.update(args.cfg_options or {})
     os.makedirs(args.work_root, exist_ok=True)
+    args.teacher_cache = cache_mode(args, options)
     grid = [(r, s) for r in args.recipes for s in args.seeds]
     results: dict[str, list[dict]] = {recipe_name(r): [] for r in args.recipes}
     t_all = time.time()

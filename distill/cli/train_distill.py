@@ -6,7 +6,8 @@ Usage::
         --teacher configs/tiny/gfl_l_digits.py \\
         --teacher-ckpt checkpoints/gfl_l_digits_e24_seed0.pth --recipe kd_ld_vlr [sdr] \\
         [--epochs N] [--work-dir DIR] [--resume [CKPT]] [--force-resume] [--seed N] \\
-        [--cfg-options k=v ...] [--launcher pytorch]
+        [--cfg-options k=v ...] [--launcher pytorch] [--teacher-cache [--teacher-cache-fp16]
+        [--teacher-cache-dir DIR] [--teacher-cache-memory-mb MB] [--teacher-cache-disk-mb MB]]
 
 The student config gives everything but the model's teacher and edges: data, schedule,
 optimizer, hooks, evaluation (``--epochs`` shortens the schedule with scaled lr milestones;
@@ -17,6 +18,9 @@ teacher checkpoint and its sha256), which ``--resume`` checks. Before training, 
 edges are checked (loss and region types, taps, fields), the pair is checked (classes,
 ``reg_max``, strides, priors per location, input normalisation) and the teacher checkpoint must
 fit the teacher config key for key. Configs and recipes are found from any directory.
+
+``--teacher-cache`` keeps the frozen teacher's outputs per image (in memory and under the dataset
+cache) and reads them back instead of running the teacher: see docs/teacher_cache.md.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from distill.datasets.cache import sha256_file
 from distill.errors import ConfigError, RecipeError
 from distill.graph.algorithm import DEFAULT_STUDENT_TAPS, DEFAULT_TEACHER_TAPS
 from distill.graph.recipe_check import check_edges, reads_teacher
+from distill.graph.teacher_cache_hook import check_deterministic
 from distill.paths import find_resource, recipe_dir
 from distill.run_record import checked_runner
 
@@ -171,13 +176,45 @@ def parse_args(argv=None):
                              '(e.g. --recipe kd_ld_vlr sdr: a teacher\'s edges and the '
                              'student\'s self-distillation)')
     add_run_arguments(parser, 'work_dirs/<student>__<recipe>', 'tools/dist_train_distill.sh')
+    add_cache_arguments(parser)
     return parser.parse_args(argv)
+
+
+def add_cache_arguments(parser) -> None:
+    """The teacher-output cache options (:class:`~distill.graph.TeacherCacheHook`)."""
+    group = parser.add_argument_group('teacher-output cache (docs/teacher_cache.md)')
+    group.add_argument('--teacher-cache', action='store_true',
+                       help='read the teacher\'s outputs back from a per-image cache instead of '
+                            'running it (needs a train pipeline without random transforms)')
+    group.add_argument('--teacher-cache-dir', default='auto',
+                       help='on-disk cache root (default: <dataset cache>/teacher_outputs); '
+                            '"none": memory only')
+    group.add_argument('--teacher-cache-fp16', action='store_true',
+                       help='store the outputs in float16 (half the size)')
+    group.add_argument('--teacher-cache-memory-mb', type=float, default=4096,
+                       help='memory budget per process, MiB (default %(default)s; 0: disk only)')
+    group.add_argument('--teacher-cache-disk-mb', type=float, default=16384,
+                       help='disk budget, MiB (default %(default)s)')
+
+
+def apply_cache_options(cfg, args) -> None:
+    """Add the ``TeacherCacheHook`` asked for by ``--teacher-cache``, after checking that
+    the train pipeline is deterministic (before anything is built)."""
+    if not getattr(args, 'teacher_cache', False):
+        return
+    check_deterministic(cfg, cfg.filename or args.student)
+    custom = [h for h in cfg.get('custom_hooks') or [] if h.get('type') != 'TeacherCacheHook']
+    directory = None if args.teacher_cache_dir.lower() == 'none' else args.teacher_cache_dir
+    cfg.custom_hooks = custom + [dict(
+        type='TeacherCacheHook', directory=directory, fp16=args.teacher_cache_fp16,
+        memory_mb=args.teacher_cache_memory_mb, disk_mb=args.teacher_cache_disk_mb)]
 
 
 def build_runner(args):
     """The configured mmengine Runner (not started)."""
     cfg = build_distill_config(args.student, args.recipe, args.teacher, args.teacher_ckpt,
                                args.cfg_options, args.work_dir, args.epochs)
+    apply_cache_options(cfg, args)
     loaded = apply_run_options(cfg, args)
     return checked_runner(cfg, loaded)
 

@@ -246,8 +246,12 @@ class DistillGraph(BaseAlgorithm):
                 self._plan_taps(edge, teacher, student_taps, teacher_taps,
                                 f'{edges_source}: edge {edge["name"]!r}')
             self.student_recorders = RecorderManager(student_taps if edges else {})
-            self.teacher_recorders = RecorderManager(
-                teacher_taps if edges and teacher is not None else {})
+            #: The teacher's recorder configs, by name (what a teacher cache stores).
+            self.teacher_taps = teacher_taps if edges and teacher is not None else {}
+            self.teacher_recorders = RecorderManager(self.teacher_taps)
+            #: A :class:`~distill.graph.teacher_cache.TeacherCache` (set by TeacherCacheHook):
+            #: the teacher's records of a batch read back instead of its forward.
+            self.teacher_cache = None
             for manager, model, side in ((self.student_recorders, self.architecture, 'student'),
                                          (self.teacher_recorders, teacher, 'teacher')):
                 if model is not None:
@@ -356,13 +360,25 @@ class DistillGraph(BaseAlgorithm):
             self._check_finite(losses)
             return losses
         if self._teacher is not None:
-            with self.teacher_recorders, torch.no_grad():
-                self._teacher.bbox_head(self._teacher.extract_feat(inputs))
+            self._teacher_step(inputs, data_samples)
         with self.student_recorders:
             losses = self.architecture(inputs, data_samples, mode='loss')
             losses.update(self._edge_losses(data_samples))
         self._check_finite(losses)
         return losses
+
+    def _teacher_step(self, inputs: Tensor, data_samples) -> None:
+        """Fill the teacher's recorders: from the cache where it holds every image of the
+        batch, else by the teacher's forward (whose records the cache then keeps)."""
+        cache = self.teacher_cache
+        cached = cache.load(data_samples) if cache is not None else None
+        if cached is not None:
+            cache.fill(self.teacher_recorders, cached, inputs.device)
+            return
+        with self.teacher_recorders, torch.no_grad():
+            self._teacher.bbox_head(self._teacher.extract_feat(inputs))
+        if cache is not None:
+            cache.store(self.teacher_recorders, data_samples)
 
     def _edge_losses(self, data_samples) -> dict:
         flat: dict = {}

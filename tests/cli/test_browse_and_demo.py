@@ -40,17 +40,18 @@ def test_quick_demo_trains_teacher_and_students_and_prints_the_table(tmp_path, c
             if line.startswith('| ')]
     assert rows[0][:8] == ['model', 'seeds', 'AP', 'AP50', 'AP75', 'APs', 'APm', 'APl']
     assert [r[0] for r in rows[1:]] == ['teacher', 'student (none)', 'student + kd',
-                                        'student + ld']
+                                        'student + ld', 'student + pkd']
+    assert '[compare] teacher cache on' in out
     for name in ('comparison.md', 'comparison.csv', 'comparison.png', 'comparison_curves.png'):
         assert (tmp_path / name).stat().st_size > 0
     assert (tmp_path / 'teacher_train' / 'DONE').is_file()
-    for recipe in ('none', 'kd', 'ld'):
+    for recipe in ('none', 'kd', 'ld', 'pkd'):
         assert (tmp_path / recipe / 'seed0' / 'final_metrics.json').is_file()
         assert (tmp_path / recipe / 'seed0' / 'curves.png').is_file()
     # a second call reuses the teacher and every finished run, and prints the same table
     demo.main(['--quick', '--train-teacher', '--work-dir', str(tmp_path)])
     again = capsys.readouterr().out
-    assert 'reusing the teacher' in again and again.count(': reused ...') == 3
+    assert 'reusing the teacher' in again and again.count(': reused ...') == 4
     assert [line for line in again.splitlines() if line.startswith('| ')] == \
         [line for line in out.splitlines() if line.startswith('| ')]
 

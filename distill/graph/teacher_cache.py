@@ -1,0 +1,288 @@
+"""Teacher-output cache: the frozen teacher's recorded outputs, per image, reused.
+
+The teacher of a graph is frozen (eval mode, ``no_grad``) and, with a deterministic training
+pipeline, sees the same input tensor for an image at every epoch and in every run of a grid. Its
+taps' records on that image are then the same each time, so they are computed once and read
+back: a step whose images are all cached skips the teacher's forward entirely.
+
+What is cached: exactly the records of the teacher's taps (:attr:`DistillGraph.teacher_recorders`:
+the head's forward, and the neck or tower taps the run's edges read), each image's slice of the
+batch. Cross-head outputs (CrossKD) are computed from the student's features at every step and
+never cached; only the teacher's own records they read (its tower statistics) are.
+
+Keys. A cache directory is named by the sha256 of the teacher checkpoint, the teacher config,
+the train pipeline, the data preprocessor and the storage dtype
+(:func:`teacher_key`); inside it one folder per tap (its recorder config), one file per image,
+named by the image's identity *and* the padded batch shape it was run at (``img_path``,
+``img_id``, ``ori_shape``, ``img_shape``, ``scale_factor``, ``flip``, ``batch_input_shape``,
+``pad_shape``): the teacher's output on an image depends on how far the batch pads it, so an
+image met in a batch of another padded size is a miss, computed and stored under that shape.
+
+Files are written atomically and hold their full key and a sha256 of their tensors; a file whose
+key, format or digest does not match, or that does not load, is stale or damaged: it is deleted,
+the step runs the teacher, and the file is written again (a warning says so). Never used.
+
+Budgets: the first stored batch gives the bytes per image; times the images this process will
+see (its DDP shard) that must fit the memory and disk budgets, else
+:class:`TeacherCacheError` names the size needed, at the first step, before any update.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import os.path as osp
+import shutil
+
+import torch
+from mmengine.logging import print_log
+from torch import Tensor
+
+from distill.compat import atomic_write
+from distill.errors import DistillError
+
+#: Bump when the file layout changes: older files are then stale (rebuilt, never read).
+CACHE_FORMAT = 1
+#: The data-sample fields that identify one teacher input.
+IMAGE_FIELDS = ('img_path', 'img_id', 'ori_shape', 'img_shape', 'scale_factor', 'flip',
+                'flip_direction', 'batch_input_shape', 'pad_shape')
+MIB = float(1 << 20)
+
+
+class TeacherCacheError(DistillError, ValueError):
+    """The teacher-output cache cannot be used as configured (random pipeline, budget)."""
+
+
+# ------------------------------------------------------------------ nested records
+def tree_map(fn, node):
+    """``fn`` applied to every tensor of a nested tuple/list record (structure kept)."""
+    if isinstance(node, Tensor):
+        return fn(node)
+    if isinstance(node, (list, tuple)):
+        return type(node)(tree_map(fn, x) for x in node)
+    return node
+
+
+def tree_stack(items: list):
+    """The batch record from per-image records (each tensor stacked on a new dim 0)."""
+    first = items[0]
+    if isinstance(first, Tensor):
+        return torch.stack(items)
+    if isinstance(first, (list, tuple)):
+        return type(first)(tree_stack([it[i] for it in items]) for i in range(len(first)))
+    return first
+
+
+def tree_tensors(node) -> list[Tensor]:
+    """The tensors of a nested record, in order."""
+    if isinstance(node, Tensor):
+        return [node]
+    if isinstance(node, (list, tuple)):
+        return [t for x in node for t in tree_tensors(x)]
+    return []
+
+
+def tree_digest(node) -> str:
+    """sha256 of a record's shapes, dtypes and bytes (detects a damaged cache file)."""
+    h = hashlib.sha256()
+    for t in tree_tensors(node):
+        t = t.detach().cpu().contiguous()
+        h.update(f'{tuple(t.shape)}{t.dtype};'.encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b'')
+    return h.hexdigest()
+
+
+def _digest_text(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def teacher_key(ckpt_sha256: str, teacher_cfg, pipelines, data_preprocessor,
+                fp16: bool) -> str:
+    """The hex digest naming one cache directory: what determines every teacher record."""
+    return _digest_text(dict(format=CACHE_FORMAT, ckpt=ckpt_sha256, teacher=teacher_cfg,
+                             pipelines=pipelines, preprocessor=data_preprocessor,
+                             dtype='float16' if fp16 else 'native'))
+
+
+def image_key(meta: dict) -> str:
+    """The identity of one teacher input, from its data sample's metainfo."""
+    return json.dumps({k: meta.get(k) for k in IMAGE_FIELDS if k in meta}, sort_keys=True,
+                      default=lambda v: v.tolist() if hasattr(v, 'tolist') else str(v))
+
+
+class TeacherCache:
+    """Per-image teacher records in memory and on disk.
+
+    Args:
+        key (str): :func:`teacher_key` of the run.
+        taps (dict[str, dict]): The teacher's recorder configs, by name.
+        directory (str, optional): Root of the on-disk cache (a ``key`` folder is made in it);
+            None: memory only.
+        memory_mb (float): Memory budget (MiB); 0: no memory layer (disk only).
+        disk_mb (float): Disk budget (MiB) of this key's folder.
+        fp16 (bool): Store floating records as float16 (read back in their own dtype).
+        num_images (int, optional): Images this process will see per epoch (its shard), for the
+            budget check at the first store.
+    """
+
+    def __init__(self, key: str, taps: dict, directory: str | None = None,
+                 memory_mb: float = 4096, disk_mb: float = 16384, fp16: bool = False,
+                 num_images: int | None = None):
+        self.key, self.fp16, self.num_images = key, fp16, num_images
+        self.memory_budget, self.disk_budget = memory_mb * MIB, disk_mb * MIB
+        self.taps = {name: _digest_text(cfg)[:12] for name, cfg in sorted(taps.items())}
+        self.directory = osp.join(directory, key[:24]) if directory else None
+        self.memory: dict[tuple[str, str], tuple] = {}
+        self.memory_bytes = 0
+        self.stats = dict(hits=0, misses=0, disk_reads=0, rebuilt=0)
+        self._checked = False
+        self._memory_full_warned = False
+
+    # ------------------------------------------------------------------ files
+    def path(self, tap: str, image: str) -> str:
+        name = hashlib.sha256(image.encode()).hexdigest()[:32]
+        return osp.join(self.directory, f'{tap}-{self.taps[tap]}', f'{name}.pt')
+
+    def _full_key(self, tap: str, image: str) -> str:
+        return f'{self.key}|{tap}|{self.taps[tap]}|{image}'
+
+    def _read_file(self, tap: str, image: str):
+        path = self.path(tap, image)
+        if not osp.isfile(path):
+            return None
+        try:
+            payload = torch.load(path, map_location='cpu', weights_only=True)
+            ok = (isinstance(payload, dict) and payload.get('format') == CACHE_FORMAT
+                  and payload.get('key') == self._full_key(tap, image)
+                  and payload.get('digest') == tree_digest(payload.get('records')))
+            why = 'its key, format or digest does not match'
+        except Exception as e:  # any unreadable file is damaged, whatever torch raises
+            ok, why = False, f'{type(e).__name__}: {e}'
+        if not ok:
+            self.stats['rebuilt'] += 1
+            print_log(f'[distill] teacher cache: {path} is stale or damaged ({why}); deleted, '
+                      f'the teacher runs on this image and the file is written again',
+                      logger='current', level=30)
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            return None
+        self.stats['disk_reads'] += 1
+        return payload['records'], payload['dtype']
+
+    # ------------------------------------------------------------------ the step
+    def load(self, data_samples) -> dict | None:
+        """The batch's records per tap (``{name: list of records}``), or None on any miss.
+
+        Every (tap, image) is looked up even after a miss, so that each stale or damaged file
+        of the batch is found, deleted and written again by :meth:`store` in this step.
+        """
+        images = [image_key(s.metainfo) for s in data_samples]
+        per_tap: dict[str, list] = {}
+        missing = False
+        for tap in self.taps:
+            entries = []
+            for image in images:
+                entry = self.memory.get((tap, image))
+                if entry is None and self.directory is not None:
+                    entry = self._read_file(tap, image)
+                    if entry is not None:
+                        self._keep_in_memory(tap, image, entry)
+                missing |= entry is None
+                entries.append(entry)
+            if not missing:
+                per_tap[tap] = self._batch(entries)
+        self.stats['misses' if missing else 'hits'] += 1
+        return None if missing else per_tap
+
+    @staticmethod
+    def _batch(entries: list) -> list:
+        """One tap's batch records from its per-image entries, in their stored dtype."""
+        records, dtypes = zip(*entries)
+        native = getattr(torch, dtypes[0])
+        return [tree_map(lambda t: t.to(native) if t.is_floating_point() else t,
+                         tree_stack([r[i] for r in records]))
+                for i in range(len(records[0]))]
+
+    def fill(self, manager, per_tap: dict, device) -> None:
+        """Put cached records into the teacher's recorders, as if its forward had run."""
+        for tap, records in per_tap.items():
+            recorder = manager.get_recorder(tap)
+            recorder.reset_data_buffer()
+            recorder.data_buffer.extend(
+                tree_map(lambda t: t.to(device, non_blocking=True), r) for r in records)
+
+    def store(self, manager, data_samples) -> None:
+        """Cache each image's slice of what the teacher's recorders hold after its forward."""
+        images = [image_key(s.metainfo) for s in data_samples]
+        buffers = {tap: manager.get_recorder(tap).data_buffer for tap in self.taps}
+        if not self._checked:
+            self._check_budget(buffers, len(images))
+            self._checked = True
+        for tap, buffer in buffers.items():
+            dtype = next((str(t.dtype).split('.')[-1] for t in tree_tensors(buffer)
+                          if t.is_floating_point()), 'float32')
+            for b, image in enumerate(images):
+                if (tap, image) in self.memory:  # a hit of this batch (found in load)
+                    continue
+                entry = ([tree_map(lambda t: self._stored(t[b]), r) for r in buffer], dtype)
+                self._keep_in_memory(tap, image, entry)
+                if self.directory is not None and not osp.isfile(self.path(tap, image)):
+                    self._write_file(tap, image, entry)
+
+    def _stored(self, t: Tensor) -> Tensor:
+        t = t.detach()
+        if self.fp16 and t.is_floating_point():
+            return t.to('cpu', torch.float16)
+        return t.to('cpu', copy=True)  # a copy: never a view holding the whole batch
+
+    def _write_file(self, tap: str, image: str, entry) -> None:
+        records, dtype = entry
+        buf = io.BytesIO()
+        torch.save(dict(format=CACHE_FORMAT, key=self._full_key(tap, image), dtype=dtype,
+                        records=records, digest=tree_digest(records)), buf)
+        atomic_write(buf.getvalue(), self.path(tap, image))
+
+    def _keep_in_memory(self, tap: str, image: str, entry) -> None:
+        size = sum(t.numel() * t.element_size() for t in tree_tensors(entry[0]))
+        if self.memory_bytes + size > self.memory_budget:
+            if self.memory_budget > 0 and not self._memory_full_warned:
+                self._memory_full_warned = True
+                print_log(f'[distill] teacher cache: the memory budget '
+                          f'({self.memory_budget / MIB:.0f} MiB) is full (inputs met at more '
+                          f'than one padded shape); further records are read from disk or '
+                          f'recomputed', logger='current', level=30)
+            return
+        self.memory[(tap, image)] = entry
+        self.memory_bytes += size
+
+    def _check_budget(self, buffers: dict, batch: int) -> None:
+        """Refuse, at the first store, a cache that cannot hold the whole epoch."""
+        if self.num_images is None:
+            return
+        per_image = sum((2 if self.fp16 and t.is_floating_point() else t.element_size())
+                        * t.numel() for buf in buffers.values()
+                        for t in tree_tensors(buf)) / batch
+        need = per_image * self.num_images / MIB
+        what = (f'{self.num_images} images x {per_image / 1024:.0f} KiB of teacher records '
+                f'(taps {sorted(self.taps)}) need {need:.0f} MiB')
+        hint = ('set memory_mb / disk_mb of TeacherCacheHook (train_distill '
+                '--teacher-cache-memory-mb / --teacher-cache-disk-mb), store float16 '
+                '(--teacher-cache-fp16), or run without the cache')
+        if self.memory_budget > 0 and need > self.memory_budget / MIB:
+            raise TeacherCacheError(f'teacher cache: {what} of memory, over the memory budget '
+                                    f'of {self.memory_budget / MIB:.0f} MiB: {hint}')
+        if self.directory is None:
+            return
+        if need > self.disk_budget / MIB:
+            raise TeacherCacheError(f'teacher cache: {what} under {self.directory}, over the '
+                                    f'disk budget of {self.disk_budget / MIB:.0f} MiB: {hint}')
+        os.makedirs(self.directory, exist_ok=True)
+        free = shutil.disk_usage(self.directory).free / MIB
+        if need > free:
+            raise TeacherCacheError(f'teacher cache: {what} under {self.directory}, only '
+                                    f'{free:.0f} MiB free on that disk: point the cache '
+                                    f'elsewhere (--teacher-cache-dir) or run without it')

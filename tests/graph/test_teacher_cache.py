@@ -1,0 +1,204 @@
+"""The teacher-output cache on the tiny GFL pair: a cached step equals an uncached one (losses
+and gradients, float32 bit for bit), skips the teacher's forward, survives a new process
+through its files, detects damaged and stale files, refuses random pipelines and budgets it
+cannot meet."""
+
+import glob
+import os
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.dataset import pseudo_collate
+from mmengine.registry import init_default_scope
+
+from distill.build import build_train_parts
+from distill.cli.train_distill import build_distill_config
+from distill.graph import TeacherCache, TeacherCacheError
+from distill.graph.teacher_cache import image_key, tree_stack
+from distill.graph.teacher_cache_hook import check_deterministic, random_transforms
+
+STUDENT = 'configs/tiny/gfl_s_digits.py'
+TEACHER = 'configs/tiny/gfl_l_digits.py'
+SHIPPED = 'checkpoints/gfl_l_digits_e24_seed0.pth'
+
+
+@pytest.fixture(autouse=True)
+def _scope():
+    init_default_scope('mmdet')
+
+
+@pytest.fixture(scope='module')
+def run(repo):
+    """A crosskd + pkd graph (head, neck and tower taps on the teacher) and 4 images."""
+    init_default_scope('mmdet')
+    cfg = build_distill_config(str(repo / STUDENT), ['crosskd', 'pkd'], str(repo / TEACHER),
+                               str(repo / SHIPPED))
+    model, dataset, _ = build_train_parts(cfg, 6, 0)
+    batches = [pseudo_collate([dataset[i] for i in idx]) for idx in ([0, 1, 2], [3, 4, 5])]
+    return model, batches
+
+
+def _step(model, batch, cache=None):
+    """Losses and student gradients of one step; how often the teacher ran its forward."""
+    model.teacher_cache = cache
+    calls = []
+    handle = model.teacher.backbone.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        model.zero_grad(set_to_none=True)
+        data = model.data_preprocessor(batch, True)
+        losses = {k: torch.stack([x.sum() for x in v]) if isinstance(v, list) else v
+                  for k, v in model.loss(data['inputs'], data['data_samples']).items()}
+        sum(v.sum() for k, v in losses.items() if 'loss' in k).backward()
+    finally:
+        handle.remove()
+        model.teacher_cache = None
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return {k: v.detach().clone() for k, v in losses.items()}, grads, len(calls)
+
+
+def _cache(model, directory=None, **kw):
+    return TeacherCache('k' * 64, dict(model.teacher_taps), str(directory) if directory else None,
+                        num_images=kw.pop('num_images', 6), **kw)
+
+
+def _assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_cached_step_equals_uncached_and_skips_the_teacher(run, tmp_path):
+    model, batches = run
+    assert set(model.teacher_taps) >= {'head', 'neck'}  # and the crosskd tower taps
+    ref = [_step(model, b) for b in batches]
+    cache = _cache(model, tmp_path)
+    cold = [_step(model, b, cache) for b in batches]
+    warm = [_step(model, b, cache) for b in batches]
+    for (l0, g0, n0), (l1, g1, n1), (l2, g2, n2) in zip(ref, cold, warm):
+        assert (n0, n1, n2) == (1, 1, 0)  # the warm step never runs the teacher
+        for losses, grads in ((l1, g1), (l2, g2)):
+            _assert_same(l0, losses)
+            _assert_same(g0, grads)  # crosskd's gradient through the teacher layers included
+    assert not any(k.startswith('teacher') for k in ref[0][1])
+    assert cache.stats['hits'] == 2 and cache.stats['misses'] == 2
+    # one file per tap and image, under the key's folder
+    assert len(glob.glob(str(tmp_path / ('k' * 24) / '*' / '*.pt'))) == 6 * len(model.teacher_taps)
+
+
+def test_a_new_process_reads_the_files_and_rebuilds_damaged_or_stale_ones(run, tmp_path):
+    model, batches = run
+    ref = _step(model, batches[0])
+    _step(model, batches[0], _cache(model, tmp_path))  # writes the files
+    fresh = _cache(model, tmp_path)
+    losses, grads, ran = _step(model, batches[0], fresh)
+    assert ran == 0 and fresh.stats['disk_reads'] == 3 * len(model.teacher_taps)
+    _assert_same(ref[0], losses)
+
+    samples = model.data_preprocessor(batches[0], True)['data_samples']
+    images = [image_key(s.metainfo) for s in samples]
+    head = fresh.path('head', images[0])
+    with open(head, 'wb') as f:
+        f.write(b'not a torch file')  # damaged: does not load
+    neck = fresh.path('neck', images[1])
+    payload = torch.load(neck, weights_only=True)
+    payload['records'][0][0][0, 0, 0] += 1.0  # damaged: a changed value, digest mismatch
+    torch.save(payload, neck)
+    other = fresh.path('head', images[2])
+    os.replace(fresh.path('head', images[1]), other)  # stale: another image's record
+    cache = _cache(model, tmp_path)
+    losses, grads, ran = _step(model, batches[0], cache)
+    assert ran == 1 and cache.stats['rebuilt'] == 3  # every damaged or stale file found
+    _assert_same(ref[0], losses)
+    _assert_same(ref[1], grads)
+    again = _cache(model, tmp_path)
+    losses, _, ran = _step(model, batches[0], again)
+    assert ran == 0 and again.stats['rebuilt'] == 0  # rewritten, now valid
+    _assert_same(ref[0], losses)
+
+
+def test_float16_records_stay_within_the_documented_tolerance(run):
+    model, batches = run
+    ref, _, _ = _step(model, batches[1])
+    cache = _cache(model, fp16=True)
+    _step(model, batches[1], cache)
+    assert all(t.dtype == torch.float16 for (recs, _) in cache.memory.values()
+               for t in _tensors(recs) if t.is_floating_point())
+    warm, _, ran = _step(model, batches[1], cache)
+    assert ran == 0
+    for k in ref:
+        torch.testing.assert_close(warm[k], ref[k], rtol=2e-3, atol=1e-4)
+
+
+def _tensors(node):
+    if torch.is_tensor(node):
+        return [node]
+    return [t for x in node for t in _tensors(x)] if isinstance(node, (list, tuple)) else []
+
+
+def test_budgets_are_checked_at_the_first_store_with_the_size_needed(run, tmp_path):
+    model, batches = run
+    with pytest.raises(TeacherCacheError, match=r'1000 images x \d+ KiB .* need \d+ MiB of '
+                                                r'memory, over the memory budget of 1 MiB'):
+        _step(model, batches[0], _cache(model, memory_mb=1, num_images=1000))
+    with pytest.raises(TeacherCacheError, match=r'need \d+ MiB under .*over the disk budget '
+                                                r'of 2 MiB'):
+        _step(model, batches[0], _cache(model, tmp_path, memory_mb=0, disk_mb=2,
+                                        num_images=1000))
+
+
+def test_memory_only_and_disk_only(run, tmp_path):
+    model, batches = run
+    ref, _, _ = _step(model, batches[0])
+    mem = _cache(model)
+    _step(model, batches[0], mem)
+    assert mem.memory and not glob.glob(str(tmp_path / '*'))
+    disk = _cache(model, tmp_path, memory_mb=0)
+    _step(model, batches[0], disk)
+    losses, _, ran = _step(model, batches[0], disk)
+    assert not disk.memory and ran == 0 and disk.stats['disk_reads'] > 0
+    _assert_same(ref, losses)
+
+
+def test_tree_stack_inverts_the_per_image_slices():
+    rec = ([torch.randn(3, 2, 4), torch.randn(3, 5)], (torch.arange(6).view(3, 2),))
+    slices = [([rec[0][0][b], rec[0][1][b]], (rec[1][0][b],)) for b in range(3)]
+    back = tree_stack(slices)
+    assert torch.equal(back[0][0], rec[0][0]) and torch.equal(back[1][0], rec[1][0])
+    assert isinstance(back[1], tuple)
+
+
+def test_random_pipelines_are_refused_naming_the_transform(repo):
+    cfg = Config.fromfile(str(repo / STUDENT))
+    check_deterministic(cfg, STUDENT)  # the tiny pipelines are deterministic
+    pipe = list(cfg.train_dataloader.dataset.pipeline)
+    assert random_transforms(pipe + [dict(type='RandomFlip', prob=0.0)]) == []
+    assert random_transforms(pipe + [dict(type='RandomFlip', prob=0.5)]) == ['4: RandomFlip']
+    assert random_transforms([dict(type='RandomChoiceResize', scales=[(1, 1)])]) == [
+        '0: RandomChoiceResize']
+    assert random_transforms([dict(type='PhotoMetricDistortion')]) == [
+        '0: PhotoMetricDistortion']
+    cfg.train_dataloader.dataset.pipeline = pipe + [dict(type='RandomFlip', prob=0.5)]
+    wrapped = Config(dict(train_dataloader=dict(dataset=dict(
+        type='RepeatDataset', times=2, dataset=cfg.train_dataloader.dataset))))
+    for c in (cfg, wrapped):
+        with pytest.raises(TeacherCacheError, match=r"student.py: .*random transform\(s\) "
+                                                    r"\['4: RandomFlip'\]"):
+            check_deterministic(c, 'student.py')
+    batch = Config(dict(model=dict(data_preprocessor=dict(
+        batch_augments=[dict(type='BatchSyncRandomResize')]))))
+    with pytest.raises(TeacherCacheError, match='batch_augments is .*BatchSyncRandomResize'):
+        check_deterministic(batch, 'student.py')
+
+
+def test_the_cache_folder_is_keyed_by_checkpoint_config_and_pipeline():
+    from distill.graph.teacher_cache import teacher_key
+    base = teacher_key('a' * 64, dict(type='GFL'), [[dict(type='Resize')]], None, False)
+    assert base == teacher_key('a' * 64, dict(type='GFL'), [[dict(type='Resize')]], None, False)
+    changed = [teacher_key('b' * 64, dict(type='GFL'), [[dict(type='Resize')]], None, False),
+               teacher_key('a' * 64, dict(type='ATSS'), [[dict(type='Resize')]], None, False),
+               teacher_key('a' * 64, dict(type='GFL'), [[dict(type='Pad')]], None, False),
+               teacher_key('a' * 64, dict(type='GFL'), [[dict(type='Resize')]], None, True)]
+    assert len({base, *changed}) == 5
+    assert osp.basename(TeacherCache(base, {}, '/x').directory) == base[:24]

@@ -11,10 +11,11 @@ batch. Cross-head outputs (CrossKD) are computed from the student's features at 
 never cached; only the teacher's own records they read (its tower statistics) are.
 
 Keys. A cache directory is named by the sha256 of the teacher checkpoint, the teacher config,
-the train pipeline, the data preprocessor and the storage dtype
-(:func:`teacher_key`); inside it one folder per tap (its recorder config), one file per image,
-named by the image's identity *and* the padded batch shape it was run at (``img_path``,
-``img_id``, ``ori_shape``, ``img_shape``, ``scale_factor``, ``flip``, ``batch_input_shape``,
+the train dataset config and its pipelines, the data preprocessor, the step's precision (AMP)
+and the storage dtype (:func:`teacher_key`); inside it one folder per tap (its recorder
+config), one file per image, named by the image's identity (``img_path`` with the file's size
+and modification time, ``img_id``) *and* the shapes it was run at (``ori_shape``,
+``img_shape``, ``scale_factor``, ``flip``, ``flip_direction``, ``batch_input_shape``,
 ``pad_shape``): the teacher's output on an image depends on how far the batch pads it, so an
 image met in a batch of another padded size is a miss, computed and stored under that shape.
 
@@ -44,7 +45,7 @@ from distill.compat import atomic_write
 from distill.errors import DistillError
 
 #: Bump when the file layout changes: older files are then stale (rebuilt, never read).
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 #: The data-sample fields that identify one teacher input.
 IMAGE_FIELDS = ('img_path', 'img_id', 'ori_shape', 'img_shape', 'scale_factor', 'flip',
                 'flip_direction', 'batch_input_shape', 'pad_shape')
@@ -84,13 +85,24 @@ def tree_tensors(node) -> list[Tensor]:
     return []
 
 
+def tree_cast(node, dtypes):
+    """``node`` with its i-th tensor cast to ``dtypes[i]`` (names, :func:`tree_tensors` order)."""
+    names = iter(dtypes)
+
+    def cast(t: Tensor) -> Tensor:
+        dtype = getattr(torch, next(names))
+        return t if t.dtype == dtype else t.to(dtype)
+
+    return tree_map(cast, node)
+
+
 def tree_digest(node) -> str:
     """sha256 of a record's shapes, dtypes and bytes (detects a damaged cache file)."""
     h = hashlib.sha256()
     for t in tree_tensors(node):
         t = t.detach().cpu().contiguous()
         h.update(f'{tuple(t.shape)}{t.dtype};'.encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b'')
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b'')
     return h.hexdigest()
 
 
@@ -98,17 +110,36 @@ def _digest_text(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def teacher_key(ckpt_sha256: str, teacher_cfg, pipelines, data_preprocessor,
-                fp16: bool) -> str:
-    """The hex digest naming one cache directory: what determines every teacher record."""
+def teacher_key(ckpt_sha256: str, teacher_cfg, data, data_preprocessor, fp16: bool) -> str:
+    """The hex digest naming one cache directory: what determines every teacher record.
+
+    Args:
+        ckpt_sha256 (str): The teacher checkpoint's sha256 (or its loaded weights').
+        teacher_cfg (dict): The teacher's model config.
+        data: The train data's config: its dataset and pipelines, the step's precision
+            (:func:`~distill.graph.teacher_cache_hook.key_parts`).
+        data_preprocessor (dict): The preprocessor config that makes the teacher's batch.
+        fp16 (bool): Records stored in float16.
+    """
     return _digest_text(dict(format=CACHE_FORMAT, ckpt=ckpt_sha256, teacher=teacher_cfg,
-                             pipelines=pipelines, preprocessor=data_preprocessor,
+                             data=data, preprocessor=data_preprocessor,
                              dtype='float16' if fp16 else 'native'))
 
 
 def image_key(meta: dict) -> str:
-    """The identity of one teacher input, from its data sample's metainfo."""
-    return json.dumps({k: meta.get(k) for k in IMAGE_FIELDS if k in meta}, sort_keys=True,
+    """The identity of one teacher input, from its data sample's metainfo (and, for an image
+    file, its size and modification time: a file replaced in place is another input)."""
+    if meta.get('img_path') is None and meta.get('img_id') is None:
+        raise TeacherCacheError(
+            f'teacher cache: a data sample has neither img_path nor img_id in its metainfo '
+            f'(keys: {sorted(meta)}), so its teacher outputs cannot be told from another '
+            f"image's: keep them in PackDetInputs' meta_keys, or run without the cache")
+    key = {k: meta.get(k) for k in IMAGE_FIELDS if k in meta}
+    path = meta.get('img_path')
+    if isinstance(path, str) and osp.isfile(path):
+        st = os.stat(path)
+        key['file'] = (st.st_size, st.st_mtime_ns)
+    return json.dumps(key, sort_keys=True,
                       default=lambda v: v.tolist() if hasattr(v, 'tolist') else str(v))
 
 
@@ -171,7 +202,7 @@ class TeacherCache:
                 pass
             return None
         self.stats['disk_reads'] += 1
-        return payload['records'], payload['dtype']
+        return payload['records'], payload['dtypes']
 
     # ------------------------------------------------------------------ the step
     def load(self, data_samples) -> dict | None:
@@ -200,11 +231,11 @@ class TeacherCache:
 
     @staticmethod
     def _batch(entries: list) -> list:
-        """One tap's batch records from its per-image entries, in their stored dtype."""
+        """One tap's batch records from its per-image entries, each tensor in its own dtype
+        (the entries hold float16 copies with ``fp16``)."""
         records, dtypes = zip(*entries)
-        native = getattr(torch, dtypes[0])
-        return [tree_map(lambda t: t.to(native) if t.is_floating_point() else t,
-                         tree_stack([r[i] for r in records]))
+        return [tree_cast(tree_stack([r[i] for r in records]),
+                          dtypes[0][sum(len(tree_tensors(x)) for x in records[0][:i]):])
                 for i in range(len(records[0]))]
 
     def fill(self, manager, per_tap: dict, device) -> None:
@@ -223,26 +254,33 @@ class TeacherCache:
             self._check_budget(buffers, len(images))
             self._checked = True
         for tap, buffer in buffers.items():
-            dtype = next((str(t.dtype).split('.')[-1] for t in tree_tensors(buffer)
-                          if t.is_floating_point()), 'float32')
+            tensors = tree_tensors(buffer)
+            bad = [tuple(t.shape) for t in tensors if t.dim() == 0 or len(t) != len(images)]
+            if bad:
+                raise TeacherCacheError(
+                    f'teacher cache: the tap {tap!r} recorded tensors of shapes {bad[:3]}, not '
+                    f'batch-first with the batch of {len(images)} images: it cannot be cached '
+                    f'per image; drop it from teacher_taps or run without the cache')
+            dtypes = [str(t.dtype).split('.')[-1] for t in tensors]
+            cpu = [tree_map(lambda t: t.detach().cpu(), r) for r in buffer]  # one copy a batch
             for b, image in enumerate(images):
                 if (tap, image) in self.memory:  # a hit of this batch (found in load)
                     continue
-                entry = ([tree_map(lambda t: self._stored(t[b]), r) for r in buffer], dtype)
+                entry = ([tree_map(lambda t: self._stored(t[b]), r) for r in cpu], dtypes)
                 self._keep_in_memory(tap, image, entry)
                 if self.directory is not None and not osp.isfile(self.path(tap, image)):
                     self._write_file(tap, image, entry)
 
     def _stored(self, t: Tensor) -> Tensor:
-        t = t.detach()
+        """One image's slice, as its own tensor (a copy: never a view of the whole batch)."""
         if self.fp16 and t.is_floating_point():
-            return t.to('cpu', torch.float16)
-        return t.to('cpu', copy=True)  # a copy: never a view holding the whole batch
+            return t.to(torch.float16, copy=True)
+        return t.clone()
 
     def _write_file(self, tap: str, image: str, entry) -> None:
-        records, dtype = entry
+        records, dtypes = entry
         buf = io.BytesIO()
-        torch.save(dict(format=CACHE_FORMAT, key=self._full_key(tap, image), dtype=dtype,
+        torch.save(dict(format=CACHE_FORMAT, key=self._full_key(tap, image), dtypes=dtypes,
                         records=records, digest=tree_digest(records)), buf)
         atomic_write(buf.getvalue(), self.path(tap, image))
 
@@ -252,9 +290,10 @@ class TeacherCache:
             if self.memory_budget > 0 and not self._memory_full_warned:
                 self._memory_full_warned = True
                 print_log(f'[distill] teacher cache: the memory budget '
-                          f'({self.memory_budget / MIB:.0f} MiB) is full (inputs met at more '
-                          f'than one padded shape); further records are read from disk or '
-                          f'recomputed', logger='current', level=30)
+                          f'({self.memory_budget / MIB:.0f} MiB) is full (images met at more '
+                          f'than one padded shape, or larger than the first batch\'s); '
+                          f'further records are read from disk or recomputed',
+                          logger='current', level=30)
             return
         self.memory[(tap, image)] = entry
         self.memory_bytes += size
@@ -281,8 +320,10 @@ class TeacherCache:
             raise TeacherCacheError(f'teacher cache: {what} under {self.directory}, over the '
                                     f'disk budget of {self.disk_budget / MIB:.0f} MiB: {hint}')
         os.makedirs(self.directory, exist_ok=True)
+        have = sum(e.stat().st_size for tap in os.scandir(self.directory) if tap.is_dir()
+                   for e in os.scandir(tap.path) if e.is_file()) / MIB  # an earlier run's
         free = shutil.disk_usage(self.directory).free / MIB
-        if need > free:
+        if need - have > free:
             raise TeacherCacheError(f'teacher cache: {what} under {self.directory}, only '
                                     f'{free:.0f} MiB free on that disk: point the cache '
                                     f'elsewhere (--teacher-cache-dir) or run without it')

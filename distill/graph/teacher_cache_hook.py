@@ -88,8 +88,25 @@ def weights_digest(model: torch.nn.Module) -> str:
     h = hashlib.sha256()
     for name, t in model.state_dict().items():
         h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+                 .tobytes())
     return h.hexdigest()
+
+
+def key_parts(cfg) -> tuple:
+    """What besides the checkpoint decides the teacher's input and output: the teacher's
+    model config, the train dataset config (its pipelines; image identity is per file), the
+    data preprocessor that makes the batch (the graph's, else the student's) and the
+    precision the step runs in (AMP or not)."""
+    model = cfg.get('model') or {}
+    dataset = dict((cfg.get('train_dataloader') or {}).get('dataset') or {})
+    dataset.pop('indices', None)  # a subset of the same images reads the same records
+    preprocessor = (model.get('data_preprocessor')
+                    or (model.get('architecture') or {}).get('data_preprocessor'))
+    optim = cfg.get('optim_wrapper') or {}
+    precision = dict(type=optim.get('type'), dtype=optim.get('dtype'))
+    return model.get('teacher'), dict(dataset=dataset, pipelines=dataset_pipelines(dataset),
+                                      precision=precision), preprocessor
 
 
 @HOOKS.register_module()
@@ -126,14 +143,10 @@ class TeacherCacheHook(Hook):
         check_deterministic(runner.cfg, runner.cfg.filename or 'the run config')
         record = runner.cfg.get('distill') or {}
         ckpt_sha = record.get('teacher_ckpt_sha256') or weights_digest(teacher)
-        dataset = (runner.cfg.get('train_dataloader') or {}).get('dataset')
-        key = teacher_key(ckpt_sha, runner.cfg.model.get('teacher'), dataset_pipelines(dataset),
-                          runner.cfg.model.get('data_preprocessor'), self.fp16)
-        sampler = getattr(runner.train_dataloader, 'sampler', None)
-        try:
-            num_images = len(sampler)
-        except TypeError:
-            num_images = len(runner.train_dataloader.dataset)
+        key = teacher_key(ckpt_sha, *key_parts(runner.cfg), self.fp16)
+        # every rank meets other images each epoch (the sampler reshuffles before it splits),
+        # so each rank's memory can come to hold the whole dataset: budgeted as such
+        num_images = len(runner.train_dataloader.dataset)
         taps = dict(graph.teacher_taps)
         graph.teacher_cache = TeacherCache(key, taps, self.directory, self.memory_mb,
                                            self.disk_mb, self.fp16, num_images)

@@ -3,12 +3,14 @@ and gradients, float32 bit for bit), skips the teacher's forward, survives a new
 through its files, detects damaged and stale files, refuses random pipelines and budgets it
 cannot meet."""
 
+import copy
 import glob
 import os
 import os.path as osp
 
 import pytest
 import torch
+from mmdet.structures import DetDataSample
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
@@ -16,8 +18,13 @@ from mmengine.registry import init_default_scope
 from distill.build import build_train_parts
 from distill.cli.train_distill import build_distill_config
 from distill.graph import TeacherCache, TeacherCacheError
-from distill.graph.teacher_cache import image_key, tree_stack
-from distill.graph.teacher_cache_hook import check_deterministic, random_transforms
+from distill.graph.teacher_cache import image_key, teacher_key, tree_stack
+from distill.graph.teacher_cache_hook import (
+    check_deterministic,
+    key_parts,
+    random_transforms,
+    weights_digest,
+)
 
 STUDENT = 'configs/tiny/gfl_s_digits.py'
 TEACHER = 'configs/tiny/gfl_l_digits.py'
@@ -153,7 +160,9 @@ def test_memory_only_and_disk_only(run, tmp_path):
     ref, _, _ = _step(model, batches[0])
     mem = _cache(model)
     _step(model, batches[0], mem)
-    assert mem.memory and not glob.glob(str(tmp_path / '*'))
+    losses, _, ran = _step(model, batches[0], mem)
+    assert mem.directory is None and mem.memory and ran == 0
+    _assert_same(ref, losses)
     disk = _cache(model, tmp_path, memory_mb=0)
     _step(model, batches[0], disk)
     losses, _, ran = _step(model, batches[0], disk)
@@ -192,13 +201,99 @@ def test_random_pipelines_are_refused_naming_the_transform(repo):
         check_deterministic(batch, 'student.py')
 
 
-def test_the_cache_folder_is_keyed_by_checkpoint_config_and_pipeline():
-    from distill.graph.teacher_cache import teacher_key
-    base = teacher_key('a' * 64, dict(type='GFL'), [[dict(type='Resize')]], None, False)
-    assert base == teacher_key('a' * 64, dict(type='GFL'), [[dict(type='Resize')]], None, False)
-    changed = [teacher_key('b' * 64, dict(type='GFL'), [[dict(type='Resize')]], None, False),
-               teacher_key('a' * 64, dict(type='ATSS'), [[dict(type='Resize')]], None, False),
-               teacher_key('a' * 64, dict(type='GFL'), [[dict(type='Pad')]], None, False),
-               teacher_key('a' * 64, dict(type='GFL'), [[dict(type='Resize')]], None, True)]
-    assert len({base, *changed}) == 5
+def test_the_cache_folder_is_keyed_by_what_makes_the_teacher_input(repo):
+    """Checkpoint, teacher config, dataset and pipeline, the run's own preprocessor (inside
+    the graph's architecture), AMP and the storage dtype; not a subset's indices."""
+    cfg = build_distill_config(str(repo / STUDENT), 'kd', str(repo / TEACHER),
+                               str(repo / SHIPPED))
+
+    def key(c, sha='a' * 64, fp16=False):
+        return teacher_key(sha, *key_parts(c), fp16)
+
+    base = key(cfg)
+    assert key(cfg.copy()) == base
+    changed = [key(cfg, sha='b' * 64), key(cfg, fp16=True)]
+    for edit in ('model.architecture.data_preprocessor.mean', 'model.teacher.neck.out_channels',
+                 'train_dataloader.dataset.pipeline', 'optim_wrapper.type',
+                 'train_dataloader.dataset.seed'):
+        c = Config(copy.deepcopy(cfg.to_dict()))
+        value = {'model.architecture.data_preprocessor.mean': [0.0, 0.0, 0.0],
+                 'model.teacher.neck.out_channels': 64,
+                 'train_dataloader.dataset.pipeline': [dict(type='LoadImageFromFile')],
+                 'optim_wrapper.type': 'AmpOptimWrapper',
+                 'train_dataloader.dataset.seed': 1}[edit]
+        c.merge_from_dict({edit: value})
+        changed.append(key(c))
+    assert len({base, *changed}) == len(changed) + 1
+    c = Config(copy.deepcopy(cfg.to_dict()))
+    c.merge_from_dict({'train_dataloader.dataset.indices': 32})
+    assert key(c) == base
     assert osp.basename(TeacherCache(base, {}, '/x').directory) == base[:24]
+
+
+class _Mixed(torch.nn.Module):
+    """A tapped module whose record mixes float16, float32 and integer tensors (as a head under
+    AMP: float16 class scores, float32 box predictions)."""
+
+    def forward(self, x):
+        return [x.half(), x * 2], (x.long(), )
+
+
+def _mixed_manager(model):
+    from mmengine.registry import DefaultScope
+    from mmrazor.models.task_modules.recorder import RecorderManager
+    with DefaultScope.overwrite_default_scope('mmrazor'):
+        manager = RecorderManager(dict(out=dict(type='ModuleOutputs', source='mixed')))
+    manager.initialize(model)
+    return manager
+
+
+@pytest.mark.parametrize('fp16', [False, True])
+def test_each_tensor_comes_back_in_its_own_dtype(tmp_path, fp16):
+    model = torch.nn.Module()
+    model.mixed = _Mixed()
+    manager = _mixed_manager(model)
+    samples = [DetDataSample(metainfo=dict(img_id=i, img_path=f'/none/{i}.jpg'))
+               for i in range(3)]
+    x = torch.randn(3, 4, 5) * 100
+    with manager:
+        model.mixed(x)
+    recorded = manager.get_recorder('out').data_buffer
+    cache = TeacherCache('k' * 64, dict(out={}), str(tmp_path), fp16=fp16, num_images=3)
+    cache.store(manager, samples)
+    for source in (cache, TeacherCache('k' * 64, dict(out={}), str(tmp_path), fp16=fp16)):
+        back = source.load(samples)['out']
+        got, want = back[0], recorded[0]
+        assert [t.dtype for t in (*got[0], *got[1])] == [torch.float16, torch.float32,
+                                                         torch.int64]
+        assert torch.equal(got[1][0], want[1][0])  # integers exact
+        if fp16:  # float16 rounding of the float32 tensor only
+            torch.testing.assert_close(got[0][1], want[0][1], rtol=1e-3, atol=0)
+        else:
+            assert torch.equal(got[0][1], want[0][1])
+        assert torch.equal(got[0][0], want[0][0])
+
+
+def test_records_that_are_not_per_image_and_images_without_identity_are_refused():
+    model = torch.nn.Module()
+    model.mixed = _Mixed()
+    manager = _mixed_manager(model)
+    with manager:
+        model.mixed(torch.randn(6, 2))  # 6 rows for a batch of 3 images
+    cache = TeacherCache('k' * 64, dict(out={}), None, num_images=3)
+    samples = [DetDataSample(metainfo=dict(img_id=i)) for i in range(3)]
+    with pytest.raises(TeacherCacheError, match=r"tap 'out' recorded tensors of shapes "
+                                                r"\[\(6, 2\)"):
+        cache.store(manager, samples)
+    with pytest.raises(TeacherCacheError, match='neither img_path nor img_id'):
+        image_key(dict(img_shape=(4, 4)))
+
+
+def test_weights_digest_covers_buffers_of_every_shape():
+    from mmcv.cnn import ConvModule
+    a = ConvModule(3, 4, 3, norm_cfg=dict(type='BN'))  # num_batches_tracked: a 0-dim buffer
+    b = copy.deepcopy(a)
+    assert weights_digest(a) == weights_digest(b)
+    with torch.no_grad():
+        b.bn.running_mean[0] += 1
+    assert weights_digest(a) != weights_digest(b)

@@ -371,14 +371,15 @@ class DistillGraph(BaseAlgorithm):
         """Fill the teacher's recorders: from the cache where it holds every image of the
         batch, else by the teacher's forward (whose records the cache then keeps)."""
         cache = self.teacher_cache
-        cached = cache.load(data_samples) if cache is not None else None
+        images = cache.image_keys(data_samples) if cache is not None else None
+        cached = cache.load(images) if cache is not None else None
         if cached is not None:
             cache.fill(self.teacher_recorders, cached, inputs.device)
             return
         with self.teacher_recorders, torch.no_grad():
             self._teacher.bbox_head(self._teacher.extract_feat(inputs))
         if cache is not None:
-            cache.store(self.teacher_recorders, data_samples)
+            cache.store(self.teacher_recorders, images)
 
     def _edge_losses(self, data_samples) -> dict:
         flat: dict = {}

@@ -23,9 +23,10 @@ Files are written atomically and hold their full key and a sha256 of their tenso
 key, format or digest does not match, or that does not load, is stale or damaged: it is deleted,
 the step runs the teacher, and the file is written again (a warning says so). Never used.
 
-Budgets: the first stored batch gives the bytes per image; times the images this process will
-see (its DDP shard) that must fit the memory and disk budgets, else
-:class:`TeacherCacheError` names the size needed, at the first step, before any update.
+Budgets: the first stored batch gives the bytes per image; times the dataset's images (under
+DDP each rank meets other images each epoch, so its memory can come to hold them all) that must
+fit the memory and disk budgets, else :class:`TeacherCacheError` names the size needed, at the
+first step, before any update.
 """
 
 from __future__ import annotations
@@ -154,8 +155,8 @@ class TeacherCache:
         memory_mb (float): Memory budget (MiB); 0: no memory layer (disk only).
         disk_mb (float): Disk budget (MiB) of this key's folder.
         fp16 (bool): Store floating records as float16 (read back in their own dtype).
-        num_images (int, optional): Images this process will see per epoch (its shard), for the
-            budget check at the first store.
+        num_images (int, optional): Images the cache may come to hold (the train dataset's),
+            for the budget check at the first store.
     """
 
     def __init__(self, key: str, taps: dict, directory: str | None = None,
@@ -205,13 +206,21 @@ class TeacherCache:
         return payload['records'], payload['dtypes']
 
     # ------------------------------------------------------------------ the step
-    def load(self, data_samples) -> dict | None:
+    @staticmethod
+    def image_keys(data_samples) -> list[str]:
+        """:func:`image_key` of each sample of a batch (computed once a step, for
+        :meth:`load` and :meth:`store`)."""
+        return [image_key(s.metainfo) for s in data_samples]
+
+    def load(self, images: list[str]) -> dict | None:
         """The batch's records per tap (``{name: list of records}``), or None on any miss.
 
         Every (tap, image) is looked up even after a miss, so that each stale or damaged file
         of the batch is found, deleted and written again by :meth:`store` in this step.
+
+        Args:
+            images (list[str]): :meth:`image_keys` of the batch.
         """
-        images = [image_key(s.metainfo) for s in data_samples]
         per_tap: dict[str, list] = {}
         missing = False
         for tap in self.taps:
@@ -234,9 +243,11 @@ class TeacherCache:
         """One tap's batch records from its per-image entries, each tensor in its own dtype
         (the entries hold float16 copies with ``fp16``)."""
         records, dtypes = zip(*entries)
-        return [tree_cast(tree_stack([r[i] for r in records]),
-                          dtypes[0][sum(len(tree_tensors(x)) for x in records[0][:i]):])
-                for i in range(len(records[0]))]
+        out, start = [], 0
+        for i in range(len(records[0])):
+            out.append(tree_cast(tree_stack([r[i] for r in records]), dtypes[0][start:]))
+            start += len(tree_tensors(records[0][i]))
+        return out
 
     def fill(self, manager, per_tap: dict, device) -> None:
         """Put cached records into the teacher's recorders, as if its forward had run."""
@@ -246,9 +257,9 @@ class TeacherCache:
             recorder.data_buffer.extend(
                 tree_map(lambda t: t.to(device, non_blocking=True), r) for r in records)
 
-    def store(self, manager, data_samples) -> None:
-        """Cache each image's slice of what the teacher's recorders hold after its forward."""
-        images = [image_key(s.metainfo) for s in data_samples]
+    def store(self, manager, images: list[str]) -> None:
+        """Cache each image's slice of what the teacher's recorders hold after its forward
+        (``images``: :meth:`image_keys` of the batch)."""
         buffers = {tap: manager.get_recorder(tap).data_buffer for tap in self.taps}
         if not self._checked:
             self._check_budget(buffers, len(images))

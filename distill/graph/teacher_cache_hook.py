@@ -12,6 +12,7 @@ would then see another input at every epoch, and a cache could only return stale
 from __future__ import annotations
 
 import hashlib
+import json
 import os.path as osp
 
 import torch
@@ -21,7 +22,12 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
 from distill.datasets.cache import cache_root
-from distill.graph.teacher_cache import TeacherCache, TeacherCacheError, teacher_key
+from distill.graph.teacher_cache import (
+    TeacherCache,
+    TeacherCacheError,
+    teacher_key,
+    tree_digest,
+)
 
 #: Transforms that draw random numbers (mmcv / mmdet 3.x); any type whose name holds
 #: ``Random`` counts too. ``RandomFlip`` with ``prob`` 0 or None never flips and is allowed.
@@ -84,13 +90,11 @@ def check_deterministic(cfg, source: str) -> None:
 
 
 def weights_digest(model: torch.nn.Module) -> str:
-    """sha256 of a model's state dict (a teacher loaded from a URL has no local file)."""
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
-                 .tobytes())
-    return h.hexdigest()
+    """sha256 of a model's state dict (a teacher loaded from a URL has no local file): its
+    names, and its tensors' shapes, dtypes and bytes."""
+    state = model.state_dict()
+    return hashlib.sha256(json.dumps(list(state)).encode()
+                          + tree_digest(list(state.values())).encode()).hexdigest()
 
 
 def key_parts(cfg) -> tuple:

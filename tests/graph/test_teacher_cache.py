@@ -260,9 +260,9 @@ def test_each_tensor_comes_back_in_its_own_dtype(tmp_path, fp16):
         model.mixed(x)
     recorded = manager.get_recorder('out').data_buffer
     cache = TeacherCache('k' * 64, dict(out={}), str(tmp_path), fp16=fp16, num_images=3)
-    cache.store(manager, samples)
+    cache.store(manager, TeacherCache.image_keys(samples))
     for source in (cache, TeacherCache('k' * 64, dict(out={}), str(tmp_path), fp16=fp16)):
-        back = source.load(samples)['out']
+        back = source.load(TeacherCache.image_keys(samples))['out']
         got, want = back[0], recorded[0]
         assert [t.dtype for t in (*got[0], *got[1])] == [torch.float16, torch.float32,
                                                          torch.int64]
@@ -284,7 +284,7 @@ def test_records_that_are_not_per_image_and_images_without_identity_are_refused(
     samples = [DetDataSample(metainfo=dict(img_id=i)) for i in range(3)]
     with pytest.raises(TeacherCacheError, match=r"tap 'out' recorded tensors of shapes "
                                                 r"\[\(6, 2\)"):
-        cache.store(manager, samples)
+        cache.store(manager, TeacherCache.image_keys(samples))
     with pytest.raises(TeacherCacheError, match='neither img_path nor img_id'):
         image_key(dict(img_shape=(4, 4)))
 

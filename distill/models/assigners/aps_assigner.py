@@ -109,6 +109,13 @@ def inside_boxes(points: Tensor, boxes: Tensor, eps: float = 0.0) -> Tensor:
         points (Tensor[N, 2]), boxes (Tensor[..., G, 4]).
     """
     x, y = points[:, 0], points[:, 1]
+    if eps == 0:
+        # x - b > 0 exactly when x > b (IEEE subtraction of two finite floats is 0 only when
+        # they are equal), so compare directly: no [..., G, N] differences, and in place
+        out = x > boxes[..., 0:1]
+        out &= x < boxes[..., 2:3]
+        out &= y > boxes[..., 1:2]
+        return out.__iand__(y < boxes[..., 3:4])
     return ((x - boxes[..., 0:1] > eps) & (boxes[..., 2:3] - x > eps)
             & (y - boxes[..., 1:2] > eps) & (boxes[..., 3:4] - y > eps))
 
@@ -189,18 +196,22 @@ class APSAssigner(BaseAssigner):
             tuple: ``L_cls (Tensor[P])`` and ``L_reg (Tensor[P])``.
         """
         bi, gi, ni = pairs
-        logits = logits.detach().float()
-        own = logits[bi, ni, labels[bi, gi]]
+        n, c = logits.shape[1:]
+        # flat indices, one gather per tensor (multi-dimensional advanced indexing was the
+        # largest single cost of the batch)
+        loc, gt = bi * n + ni, bi * gts.shape[1] + gi
+        own = logits.detach().float().reshape(-1)[loc * c + labels.reshape(-1)[gt]]
         if neg_sum is None:
             neg_sum = self.negative_sums(logits)
-        pair_boxes, pair_gts = boxes.detach().float()[bi, ni], gts.float()[bi, gi]
+        pair_boxes = boxes.detach().float().reshape(-1, 4)[loc]
+        pair_gts = gts.float().reshape(-1, 4)[gt]
         if self.cls_loss == 'focal':
             pos = _focal_pos(own, self.gamma, self.alpha)
         else:  # QFL (GFL Eq. 5) with the predicted box's IoU as the target, as GFL trains
             y = bbox_overlaps(pair_boxes, pair_gts, is_aligned=True)
             pos = ((y - own.sigmoid()).abs().pow(self.gamma)
                    * F.binary_cross_entropy_with_logits(own, y, reduction='none'))
-        l_cls = neg_sum[bi, ni] - self._neg(own) + pos
+        l_cls = neg_sum.reshape(-1)[loc] - self._neg(own) + pos
         l_reg = giou_loss(pair_boxes, pair_gts)
         return self.cls_weight * l_cls, self.reg_weight * l_reg
 

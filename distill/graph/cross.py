@@ -29,6 +29,7 @@ import copy
 from collections import OrderedDict
 from dataclasses import dataclass
 
+import torch
 from mmcv.cnn import ConvModule
 from torch import Tensor, nn
 
@@ -171,9 +172,12 @@ def align_to(student: Tensor, teacher: Tensor, eps: float = EPS) -> Tensor:
         and (unbiased) stds per channel over the batch and the positions.
     """
     dims = (0, 2, 3)
-    teacher = teacher.detach()
-    z = (student - student.mean(dims, keepdim=True)) / (student.std(dims, keepdim=True) + eps)
-    return z * teacher.std(dims, keepdim=True) + teacher.mean(dims, keepdim=True)
+    # one pass each for the variance and the mean (two separate reductions cost 3-4 ms a step
+    # on the tiny pair); the teacher's statistics are constants: no graph is recorded for them
+    var_s, mean_s = torch.var_mean(student, dims, keepdim=True)
+    with torch.no_grad():
+        var_t, mean_t = torch.var_mean(teacher, dims, keepdim=True)
+    return (student - mean_s) / (var_s.sqrt() + eps) * var_t.sqrt() + mean_t
 
 
 class _Feed(nn.Module):

@@ -2,12 +2,17 @@
 
 Usage::
 
-    python benchmarks/distill_step.py [--rounds 16] [--batch 2]
+    python benchmarks/distill_step.py [--pair tiny|coco] [--rounds 16] [--batch 2]
         [--recipe kd_ld_vlr [crosskd pkd ...]] [--cache] [--device cpu|cuda] [--no-memory]
 
-Models: the tiny GFL pair (student ``configs/tiny/gfl_s_digits.py``, R18 1/4 width; teacher
-``configs/tiny/gfl_l_digits.py``, R50 1/4 width), ``--batch`` digits-scenes training images
-(long side 256). Each round times, one after the other on the same batch:
+Models (``--pair``): ``tiny`` (default), the tiny GFL pair (student
+``configs/tiny/gfl_s_digits.py``, R18 1/4 width; teacher ``configs/tiny/gfl_l_digits.py``, R50
+1/4 width) on ``--batch`` digits-scenes training images (long side 256); ``coco``, the LD and
+CrossKD papers' COCO pair (student ``configs/coco/gfl_r50_fpn_1x_coco.py``, teacher
+``configs/coco/gfl_r101_fpn_1x_coco.py``: full widths, 4-conv 256-channel heads, P3-P7) with
+the COCO pipeline (images resized to 800 x 1333 at most), on digits-scenes images written as a
+COCO folder (the timing does not depend on the pixels; the mmrazor and mmdet variants are left
+out there). Each round times, one after the other on the same batch:
 
 * ``student``: a plain student training step (forward, loss, backward, optimizer);
 * ``teacher``: a teacher forward under ``no_grad`` (backbone, neck, head);
@@ -39,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -53,18 +59,46 @@ from distill.cli.train_distill import build_distill_config  # noqa: E402
 
 STUDENT = str(REPO / 'configs/tiny/gfl_s_digits.py')
 TEACHER = str(REPO / 'configs/tiny/gfl_l_digits.py')
+#: --pair coco: the papers' GFL R101 -> R50 (no ImageNet weights: nothing is downloaded, and
+#: the timing does not depend on the values)
+COCO_STUDENT = str(REPO / 'configs/coco/gfl_r50_fpn_1x_coco.py')
+COCO_TEACHER = str(REPO / 'configs/coco/gfl_r101_fpn_1x_coco.py')
+NO_PRETRAINED = {'model.backbone.init_cfg': None}
 BASELINES = ('student', 'teacher')
 OTHERS = ('mmrazor', 'mmdet_ld')
 
 
-def teacher_checkpoint(path: Path) -> str:
+@dataclass(frozen=True)
+class Pair:
+    """The models a benchmark run times, and the config options both need."""
+
+    title: str
+    student: str
+    teacher: str
+    options: dict
+
+
+def make_pair(name: str, tmp: Path) -> Pair:
+    """``tiny``, or ``coco`` (its COCO folder written under ``tmp``)."""
+    if name == 'tiny':
+        return Pair('tiny GFL pair', STUDENT, TEACHER, {})
+    from mmdet.datasets import CocoDataset
+
+    from distill.datasets.registry import write_coco_folder
+
+    root = write_coco_folder(tmp / 'coco', CocoDataset.METAINFO['classes'])
+    return Pair('COCO GFL R101 -> R50 (800 x 1333 pipeline)', COCO_STUDENT, COCO_TEACHER,
+                dict(NO_PRETRAINED, **{'train_dataloader.dataset.data_root': f'{root}/'}))
+
+
+def teacher_checkpoint(path: Path, pair: Pair) -> str:
     """A teacher checkpoint (its initial weights: the timing does not depend on the values)."""
     from mmdet.registry import MODELS
     from mmengine.registry import init_default_scope
 
     init_default_scope('mmdet')
     torch.manual_seed(0)
-    model = MODELS.build(load_config(TEACHER).model)
+    model = MODELS.build(load_config(pair.teacher, pair.options).model)
     model.init_weights()
     torch.save({'state_dict': model.state_dict(), 'meta': {}}, path)
     return str(path)
@@ -102,7 +136,7 @@ def mmdet_ld_config(cfg, ckpt: str) -> dict:
     return student
 
 
-def build_variant(name: str, recipe: str, ckpt: str, batch: int, device: str):
+def build_variant(name: str, recipe: str, ckpt: str, batch: int, device: str, pair: Pair):
     """(model, data, optimizer or None) of one variant, on ``device``."""
     from mmengine.dataset import pseudo_collate
     from mmengine.optim import build_optim_wrapper
@@ -110,9 +144,9 @@ def build_variant(name: str, recipe: str, ckpt: str, batch: int, device: str):
     cached = name.startswith('cached:')
     if name.startswith(('graph:', 'cached:')):
         name, recipe = 'graph', name.split(':', 1)[1]
-    cfg = build_distill_config(STUDENT, recipe, TEACHER, ckpt)
+    cfg = build_distill_config(pair.student, recipe, pair.teacher, ckpt, pair.options)
     if name in ('student', 'teacher'):
-        plain = load_config(STUDENT if name == 'student' else TEACHER)
+        plain = load_config(pair.student if name == 'student' else pair.teacher, pair.options)
         model, dataset, optim = build_train_parts(plain, batch)
         if name == 'teacher':
             from distill.checkpoint import load_weights_strict
@@ -163,14 +197,15 @@ def _status_mib(field: str) -> float:
     raise KeyError(field)
 
 
-def memory_only(name: str, recipe: str, ckpt: str, batch: int, device: str, steps: int):
+def memory_only(name: str, recipe: str, ckpt: str, batch: int, device: str, steps: int,
+                pair: Pair):
     """Run one variant alone; print its memory (MiB) as JSON.
 
     CUDA: peak allocated memory of the steps. CPU: the process's peak RSS, which the imports
     dominate, and the steps' own peak above the RSS once the models are built (the kernel's
     high-water mark is reset through ``/proc/self/clear_refs`` before the steps).
     """
-    model, data, optim = build_variant(name, recipe, ckpt, batch, device)
+    model, data, optim = build_variant(name, recipe, ckpt, batch, device, pair)
     if device.startswith('cuda'):
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated() / 2 ** 20
@@ -198,6 +233,8 @@ def _label(v: str) -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--pair', choices=['tiny', 'coco'], default='tiny',
+                        help='the tiny GFL pair (default) or the COCO GFL R101 -> R50')
     parser.add_argument('--rounds', type=int, default=16)
     parser.add_argument('--batch', type=int, default=2)
     parser.add_argument('--recipe', nargs='+', default=['kd_ld_vlr'],
@@ -211,14 +248,16 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = args.teacher_ckpt or teacher_checkpoint(Path(tmp) / 'teacher.pth')
+        pair = make_pair(args.pair, Path(tmp))
+        ckpt = args.teacher_ckpt or teacher_checkpoint(Path(tmp) / 'teacher.pth', pair)
         graphs = tuple(f'graph:{r}' for r in args.recipe)
         graphs += tuple(f'cached:{r}' for r in args.recipe) if args.cache else ()
-        variants = BASELINES + graphs + OTHERS
+        # mmrazor's and mmdet's detectors are built from the tiny configs' paths
+        variants = BASELINES + graphs + (OTHERS if args.pair == 'tiny' else ())
         if args.memory_only:
             return memory_only(args.memory_only, args.recipe[0], ckpt, args.batch,
-                               args.device, 5)
-        runs = {v: build_variant(v, args.recipe[0], ckpt, args.batch, args.device)
+                               args.device, 5, pair)
+        runs = {v: build_variant(v, args.recipe[0], ckpt, args.batch, args.device, pair)
                 for v in variants}
         for v, run in runs.items():  # warm-up: allocator, first-call overheads, caches
             for _ in range(2):
@@ -233,12 +272,12 @@ def main(argv=None):
             for v in ('student',) + graphs:
                 out = subprocess.run(
                     [sys.executable, __file__, '--memory-only', v, '--teacher-ckpt', ckpt,
-                     '--batch', str(args.batch), '--device', args.device],
+                     '--batch', str(args.batch), '--device', args.device, '--pair', args.pair],
                     capture_output=True, text=True, check=True).stdout
                 memory[v] = json.loads(out.strip().splitlines()[-1])
 
     floor = [s + t for s, t in zip(times['student'], times['teacher'])]
-    print(f'tiny GFL pair, batch {args.batch}, {args.device}, {torch.get_num_threads()} threads, '
+    print(f'{pair.title}, batch {args.batch}, {args.device}, {torch.get_num_threads()} threads, '
           f'{args.rounds} interleaved rounds (medians)')
     print('| variant | step (s) | step / (student step + teacher forward) | '
           'step / student step |')

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -46,3 +48,29 @@ def prepare_embedded(name: str, seed: int = 0, root: str | None = None) -> Path:
     """Generate (first use) or find (later) an embedded dataset; returns its directory."""
     info = embedded_info(name)
     return ensure_prepared(info.name, info.version, seed, info.build, root)
+
+
+def write_coco_folder(root: str | Path, classes: tuple[str, ...], num_images: int = 3) -> Path:
+    """The first ``num_images`` val images of digits-scenes as an mmdet COCO folder.
+
+    Writes ``train2017/``, ``val2017/`` and ``annotations/instances_{train,val}2017.json``
+    under ``root`` (the same images in both), with the categories named ``classes`` (ids
+    1..n, as COCO): what mmdet's COCO configs read with ``data_root=root``. For tests and
+    benchmarks of the COCO configs, which cannot download COCO here.
+
+    Returns:
+        Path: ``root``.
+    """
+    src, root = prepare_embedded('digits-scenes'), Path(root)
+    val = json.loads((src / 'annotations' / 'instances_val.json').read_text())
+    images = val['images'][:num_images]
+    ids = {im['id'] for im in images}
+    coco = dict(images=images, annotations=[a for a in val['annotations'] if a['image_id'] in ids],
+                categories=[dict(id=i + 1, name=n) for i, n in enumerate(classes)])
+    (root / 'annotations').mkdir(parents=True, exist_ok=True)
+    for split in ('train2017', 'val2017'):
+        (root / split).mkdir(exist_ok=True)
+        for im in images:
+            shutil.copy(src / 'val' / im['file_name'], root / split / im['file_name'])
+        (root / 'annotations' / f'instances_{split}.json').write_text(json.dumps(coco))
+    return root

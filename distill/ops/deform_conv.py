@@ -7,17 +7,45 @@ points ``p_k + dp_k``. These layers have mmcv's ``DeformConv2dPack`` /
 into the other) and their outputs; they run on ``distill._C`` (C++ CPU / CUDA, falling back to
 ``grid_sample``), where mmcv's CPU im2col is 11-30x slower (``benchmarks/point_sample.py``).
 Registered for ``build_conv_layer`` as ``'PSDCN'`` and ``'PSDCNv2'``.
+
+On CUDA tensors they run mmcv's deformable-conv kernels by default: our CUDA kernel has not
+yet run on a GPU (``benchmarks/gpu_check.sh`` is the check it must pass first). The
+parameters are the same either way, so a checkpoint does not depend on the kernel;
+``DISTILL_DCN_CUDA=ours`` (or :func:`set_cuda_kernel`) switches to ``distill._C``'s CUDA
+kernel. On the CPU ours always runs (mmcv's CPU im2col is the slow one).
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
 from .point_sample import point_sample_cols, point_sample_sum, points_from_deform_offsets
+
+#: Which kernel runs the layers on CUDA tensors: ``'mmcv'`` (default, see the module
+#: docstring) or ``'ours'``.
+CUDA_KERNELS = ('mmcv', 'ours')
+_cuda_kernel = os.environ.get('DISTILL_DCN_CUDA', 'mmcv')
+if _cuda_kernel not in CUDA_KERNELS:
+    raise ValueError(f'DISTILL_DCN_CUDA={_cuda_kernel!r}: must be one of {CUDA_KERNELS}')
+
+
+def set_cuda_kernel(kernel: str) -> str:
+    """Run the deformable convs on CUDA with ``'mmcv'`` or ``'ours'``; returns the previous."""
+    global _cuda_kernel
+    if kernel not in CUDA_KERNELS:
+        raise ValueError(f'deformable-conv CUDA kernel {kernel!r}: must be one of {CUDA_KERNELS}')
+    previous, _cuda_kernel = _cuda_kernel, kernel
+    return previous
+
+
+def cuda_kernel() -> str:
+    """The kernel the deformable convs run on CUDA tensors (``'mmcv'`` or ``'ours'``)."""
+    return _cuda_kernel
 
 
 class PointSampleDeformConv2d(nn.Module):
@@ -67,6 +95,8 @@ class PointSampleDeformConv2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """``x (Tensor[B, C, H, W]) -> Tensor[B, C_out, H, W]``."""
         out = self.conv_offset(x)
+        if x.is_cuda and _cuda_kernel == 'mmcv':
+            return self.forward_mmcv(x, out)
         n = self.kernel_size ** 2
         weight = self.weight.reshape(self.out_channels, self.in_channels, n)
         if not self.modulated:
@@ -84,6 +114,20 @@ class PointSampleDeformConv2d(nn.Module):
         if self.bias is not None:
             res = res + self.bias
         return res.permute(0, 3, 1, 2)
+
+    def forward_mmcv(self, x: Tensor, out: Tensor) -> Tensor:
+        """The same layer on mmcv's kernels (``deform_conv2d`` / ``modulated_deform_conv2d``,
+        as mmcv's ``DeformConv2dPack`` / ``ModulatedDeformConv2dPack`` call them), from the
+        offset conv's output ``out``; any device mmcv's ops were built for."""
+        from mmcv.ops import deform_conv2d, modulated_deform_conv2d
+
+        pad = self.kernel_size // 2
+        if self.modulated:
+            o1, o2, mask = torch.chunk(out, 3, dim=1)
+            return modulated_deform_conv2d(x, torch.cat([o1, o2], 1), mask.sigmoid(),
+                                           self.weight, self.bias, 1, pad, 1, 1, 1)
+        res = deform_conv2d(x, out, self.weight, 1, pad, 1, 1, 1)
+        return res if self.bias is None else res + self.bias[None, :, None, None]
 
     def extra_repr(self) -> str:
         return (f'{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, '

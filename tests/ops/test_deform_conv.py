@@ -2,12 +2,14 @@
 ModulatedDeformConv2dPack with the same parameters: outputs and gradients (input, weight,
 offset conv), with the compiled op and with the reference."""
 
+import os
+
 import pytest
 import torch
 from mmcv.cnn import build_conv_layer
 from mmcv.ops import DeformConv2dPack, ModulatedDeformConv2dPack
 
-from distill.ops import PSDCN, PSDCNv2, points_from_deform_offsets
+from distill.ops import PSDCN, PSDCNv2, deform_conv, points_from_deform_offsets
 from distill.ops.point_sample import compiled_available, deform_conv_offsets, use_compiled
 
 
@@ -47,3 +49,58 @@ def test_init_is_mmcvs_and_the_offsets_round_trip():
     torch.testing.assert_close(points_from_deform_offsets(deform_conv_offsets(pts)), pts)
     with pytest.raises(ValueError, match='dense odd-size kernel'):
         PSDCN(4, 4, 3, stride=2, padding=1)
+
+
+@pytest.mark.parametrize('cls,bias', [(PSDCN, False), (PSDCN, True), (PSDCNv2, True),
+                                      (PSDCNv2, False)])
+def test_mmcv_kernel_path_equals_ours(cls, bias):
+    """``forward_mmcv`` (what runs on CUDA by default) gives the layer's own output and
+    gradients, the bias of a v1 layer included (mmcv's ``deform_conv2d`` has none)."""
+    torch.manual_seed(1)
+    layer = cls(4, 6, 3, padding=1, bias=bias)
+    torch.nn.init.normal_(layer.conv_offset.weight, std=0.3)
+    torch.nn.init.normal_(layer.conv_offset.bias, std=0.5)
+    if bias:
+        torch.nn.init.normal_(layer.bias)
+    x = torch.randn(2, 4, 7, 5)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    a = layer(xa)
+    b = layer.forward_mmcv(xb, layer.conv_offset(xb))
+    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+    params = [layer.weight, layer.conv_offset.weight] + ([layer.bias] if bias else [])
+    g = torch.randn_like(a)
+    for u, v in zip(torch.autograd.grad(a, [xa, *params], g),
+                    torch.autograd.grad(b, [xb, *params], g)):
+        torch.testing.assert_close(v, u, rtol=1e-3, atol=1e-4)
+
+
+def test_cuda_kernel_switch():
+    # mmcv's: the default until gpu_check.sh has passed (DISTILL_DCN_CUDA sets another)
+    default = os.environ.get('DISTILL_DCN_CUDA', 'mmcv')
+    assert deform_conv.cuda_kernel() == default
+    assert deform_conv.set_cuda_kernel('ours') == default
+    try:
+        assert deform_conv.cuda_kernel() == 'ours'
+        with pytest.raises(ValueError, match=r"kernel 'cudnn': must be one of \('mmcv', 'ours'\)"):
+            deform_conv.set_cuda_kernel('cudnn')
+        assert deform_conv.cuda_kernel() == 'ours'
+    finally:
+        deform_conv.set_cuda_kernel(default)
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and compiled_available('cuda')),
+                    reason='needs a GPU and distill._C built with its CUDA kernels')
+@pytest.mark.parametrize('cls', [PSDCN, PSDCNv2])
+def test_cuda_kernels_agree(cls):
+    """On a GPU, the default (mmcv's kernels) and ours give the same output."""
+    torch.manual_seed(2)
+    layer = cls(4, 6, 3, padding=1).cuda()
+    torch.nn.init.normal_(layer.conv_offset.weight, std=0.3)
+    x = torch.randn(2, 4, 7, 5, device='cuda')
+    a = layer(x)
+    previous = deform_conv.set_cuda_kernel('ours')
+    try:
+        b = layer(x)
+    finally:
+        deform_conv.set_cuda_kernel(previous)
+    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)

@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/distill_step.py [--pair tiny|coco] [--rounds 16] [--batch 2]
-        [--recipe kd_ld_vlr [crosskd pkd ...]] [--cache] [--device cpu|cuda] [--no-memory]
+        [--recipe kd_ld_vlr [crosskd pkd ...]] [--cache] [--device cpu|cuda] [--amp] [--no-memory]
 
 Models (``--pair``): ``tiny`` (default), the tiny GFL pair (student
 ``configs/tiny/gfl_s_digits.py``, R18 1/4 width; teacher ``configs/tiny/gfl_l_digits.py``, R50
@@ -136,8 +136,11 @@ def mmdet_ld_config(cfg, ckpt: str) -> dict:
     return student
 
 
-def build_variant(name: str, recipe: str, ckpt: str, batch: int, device: str, pair: Pair):
-    """(model, data, optimizer or None) of one variant, on ``device``."""
+def build_variant(name: str, recipe: str, ckpt: str, batch: int, device: str, pair: Pair,
+                  amp: bool = False):
+    """(model, data, optimizer or None) of one variant, on ``device`` (``amp``: mmengine's
+    ``AmpOptimWrapper``, float16 autocast and a dynamic loss scale, as ``--amp`` of mmdet's
+    train tool)."""
     from mmengine.dataset import pseudo_collate
     from mmengine.optim import build_optim_wrapper
 
@@ -161,7 +164,9 @@ def build_variant(name: str, recipe: str, ckpt: str, batch: int, device: str, pa
         model, dataset, optim = build_train_parts(cfg, batch)
     model.to(device)
     if optim is not None:  # rebuilt after .to(device) so that its state lives there too
-        optim = build_optim_wrapper(model, cfg.optim_wrapper)
+        wrapper = dict(cfg.optim_wrapper, type='AmpOptimWrapper', loss_scale='dynamic') if amp \
+            else cfg.optim_wrapper
+        optim = build_optim_wrapper(model, wrapper)
     data = model.data_preprocessor(pseudo_collate([dataset[i] for i in range(batch)]), True)
     if cached:  # memory only; filled by the warm-up steps
         from distill.graph import TeacherCache
@@ -175,15 +180,16 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_variant(name: str, model, data, optim, device: str) -> float:
+def time_variant(name: str, model, data, optim, device: str, amp: bool = False) -> float:
     _sync(device)
     t = time.perf_counter()
     if optim is None:
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(torch.device(device).type, enabled=amp):
             model.bbox_head(model.extract_feat(data['inputs']))
     else:
         model.train()
-        loss, _ = model.parse_losses(model(**data, mode='loss'))
+        with optim.optim_context(model):  # autocast under AmpOptimWrapper
+            loss, _ = model.parse_losses(model(**data, mode='loss'))
         optim.update_params(loss)
     _sync(device)
     return time.perf_counter() - t
@@ -198,14 +204,14 @@ def _status_mib(field: str) -> float:
 
 
 def memory_only(name: str, recipe: str, ckpt: str, batch: int, device: str, steps: int,
-                pair: Pair):
+                pair: Pair, amp: bool = False):
     """Run one variant alone; print its memory (MiB) as JSON.
 
     CUDA: peak allocated memory of the steps. CPU: the process's peak RSS, which the imports
     dominate, and the steps' own peak above the RSS once the models are built (the kernel's
     high-water mark is reset through ``/proc/self/clear_refs`` before the steps).
     """
-    model, data, optim = build_variant(name, recipe, ckpt, batch, device, pair)
+    model, data, optim = build_variant(name, recipe, ckpt, batch, device, pair, amp)
     if device.startswith('cuda'):
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated() / 2 ** 20
@@ -213,7 +219,7 @@ def memory_only(name: str, recipe: str, ckpt: str, batch: int, device: str, step
         before = _status_mib('VmRSS')
         Path('/proc/self/clear_refs').write_text('5')  # resets VmHWM to the current RSS
     for _ in range(steps):
-        time_variant(name, model, data, optim, device)
+        time_variant(name, model, data, optim, device, amp)
     if device.startswith('cuda'):
         peak = torch.cuda.max_memory_allocated() / 2 ** 20
     else:
@@ -242,10 +248,14 @@ def main(argv=None):
     parser.add_argument('--cache', action='store_true',
                         help='add a cached:<recipe> variant per recipe (warm teacher cache)')
     parser.add_argument('--device', default='cpu')
+    parser.add_argument('--amp', action='store_true',
+                        help='float16 autocast and a dynamic loss scale (CUDA only)')
     parser.add_argument('--no-memory', action='store_true')
     parser.add_argument('--memory-only', help=argparse.SUPPRESS)
     parser.add_argument('--teacher-ckpt', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.amp and not args.device.startswith('cuda'):
+        parser.error('--amp needs --device cuda (mmengine\'s AmpOptimWrapper)')
 
     with tempfile.TemporaryDirectory() as tmp:
         pair = make_pair(args.pair, Path(tmp))
@@ -256,28 +266,30 @@ def main(argv=None):
         variants = BASELINES + graphs + (OTHERS if args.pair == 'tiny' else ())
         if args.memory_only:
             return memory_only(args.memory_only, args.recipe[0], ckpt, args.batch,
-                               args.device, 5, pair)
-        runs = {v: build_variant(v, args.recipe[0], ckpt, args.batch, args.device, pair)
-                for v in variants}
+                               args.device, 5, pair, args.amp)
+        runs = {v: build_variant(v, args.recipe[0], ckpt, args.batch, args.device, pair,
+                                 args.amp) for v in variants}
         for v, run in runs.items():  # warm-up: allocator, first-call overheads, caches
             for _ in range(2):
-                time_variant(v, *run, args.device)
+                time_variant(v, *run, args.device, args.amp)
         times = {v: [] for v in variants}
         for r in range(args.rounds):
             for v, run in runs.items():
-                times[v].append(time_variant(v, *run, args.device))
+                times[v].append(time_variant(v, *run, args.device, args.amp))
             print(f'round {r + 1}/{args.rounds}', file=sys.stderr, flush=True)
         memory = {}
         if not args.no_memory:
             for v in ('student',) + graphs:
                 out = subprocess.run(
                     [sys.executable, __file__, '--memory-only', v, '--teacher-ckpt', ckpt,
-                     '--batch', str(args.batch), '--device', args.device, '--pair', args.pair],
+                     '--batch', str(args.batch), '--device', args.device, '--pair', args.pair]
+                    + ['--amp'] * args.amp,
                     capture_output=True, text=True, check=True).stdout
                 memory[v] = json.loads(out.strip().splitlines()[-1])
 
     floor = [s + t for s, t in zip(times['student'], times['teacher'])]
-    print(f'{pair.title}, batch {args.batch}, {args.device}, {torch.get_num_threads()} threads, '
+    print(f'{pair.title}, batch {args.batch}, {args.device}{", AMP" * args.amp}, '
+          f'{torch.get_num_threads()} threads, '
           f'{args.rounds} interleaved rounds (medians)')
     print('| variant | step (s) | step / (student step + teacher forward) | '
           'step / student step |')

@@ -13,6 +13,15 @@ from distill.ops import PSDCN, PSDCNv2, deform_conv, points_from_deform_offsets
 from distill.ops.point_sample import compiled_available, deform_conv_offsets, use_compiled
 
 
+def off_grid(layer, bias: bool):
+    """Non-zero offsets and masks (so that the sampling is off the grid), and a bias."""
+    torch.nn.init.normal_(layer.conv_offset.weight, std=0.3)
+    torch.nn.init.normal_(layer.conv_offset.bias, std=0.5)
+    if bias:
+        torch.nn.init.normal_(layer.bias)
+    return layer
+
+
 @pytest.mark.parametrize('compiled', [
     pytest.param(True, marks=pytest.mark.skipif(not compiled_available(),
                                                 reason='distill._C not built')), False])
@@ -20,12 +29,7 @@ from distill.ops.point_sample import compiled_available, deform_conv_offsets, us
                                                     (PSDCNv2, ModulatedDeformConv2dPack, True)])
 def test_equals_mmcv(ours_cls, mmcv_cls, bias, compiled):
     torch.manual_seed(0)
-    ref = mmcv_cls(5, 7, 3, padding=1, bias=bias)
-    # non-zero offsets and masks, so that the sampling is off the grid
-    torch.nn.init.normal_(ref.conv_offset.weight, std=0.3)
-    torch.nn.init.normal_(ref.conv_offset.bias, std=0.5)
-    if bias:
-        torch.nn.init.normal_(ref.bias)
+    ref = off_grid(mmcv_cls(5, 7, 3, padding=1, bias=bias), bias)
     ours = ours_cls(5, 7, 3, padding=1, bias=bias)
     ours.load_state_dict(ref.state_dict())  # the same names: checkpoints interchange
     x = torch.randn(2, 5, 9, 6)
@@ -57,11 +61,7 @@ def test_mmcv_kernel_path_equals_ours(cls, bias):
     """``forward_mmcv`` (what runs on CUDA by default) gives the layer's own output and
     gradients, the bias of a v1 layer included (mmcv's ``deform_conv2d`` has none)."""
     torch.manual_seed(1)
-    layer = cls(4, 6, 3, padding=1, bias=bias)
-    torch.nn.init.normal_(layer.conv_offset.weight, std=0.3)
-    torch.nn.init.normal_(layer.conv_offset.bias, std=0.5)
-    if bias:
-        torch.nn.init.normal_(layer.bias)
+    layer = off_grid(cls(4, 6, 3, padding=1, bias=bias), bias)
     x = torch.randn(2, 4, 7, 5)
     xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
     a = layer(xa)
@@ -94,8 +94,7 @@ def test_cuda_kernel_switch():
 def test_cuda_kernels_agree(cls):
     """On a GPU, the default (mmcv's kernels) and ours give the same output."""
     torch.manual_seed(2)
-    layer = cls(4, 6, 3, padding=1).cuda()
-    torch.nn.init.normal_(layer.conv_offset.weight, std=0.3)
+    layer = off_grid(cls(4, 6, 3, padding=1), False).cuda()
     x = torch.randn(2, 4, 7, 5, device='cuda')
     a = layer(x)
     previous = deform_conv.set_cuda_kernel('ours')

@@ -3,7 +3,8 @@
 Usage::
 
     python benchmarks/distill_step.py [--pair tiny|coco] [--rounds 16] [--batch 2]
-        [--recipe kd_ld_vlr [crosskd pkd ...]] [--cache] [--device cpu|cuda] [--amp] [--no-memory]
+        [--recipe kd_ld_vlr [crosskd pkd ...]] [--cache] [--cross-bound] [--device cpu|cuda]
+        [--amp] [--no-memory]
 
 Models (``--pair``): ``tiny`` (default), the tiny GFL pair (student
 ``configs/tiny/gfl_s_digits.py``, R18 1/4 width; teacher ``configs/tiny/gfl_l_digits.py``, R50
@@ -23,7 +24,11 @@ out there). Each round times, one after the other on the same batch:
   instead of its forward, so its ratio to the student step alone is the one that matters;
 * ``mmrazor``: mmrazor 1.0's ``SingleTeacherDistill`` + ``ConfigurableDistiller``, with KL
   losses (``KLDivergence``) on the class and box logits of every level;
-* ``mmdet_ld``: mmdet 3.3's ``KnowledgeDistillationSingleStageDetector`` + ``LDHead`` (Main LD).
+* ``mmdet_ld``: mmdet 3.3's ``KnowledgeDistillationSingleStageDetector`` + ``LDHead`` (Main LD);
+* ``cross_bound`` (with ``--cross-bound``): only the teacher head's last tower convs and
+  predictors, forward and input gradient, on inputs of the cross path's shapes
+  (:class:`CrossBound`); reported as ``(floor + that) / floor``, the least any CrossKD step
+  can cost.
 
 and reports, for each distillation variant, the median over rounds of
 ``step / (student + teacher)`` and of ``step / student`` (ratios taken per round: the machine
@@ -148,10 +153,10 @@ def build_variant(name: str, recipe: str, ckpt: str, batch: int, device: str, pa
     if name.startswith(('graph:', 'cached:')):
         name, recipe = 'graph', name.split(':', 1)[1]
     cfg = build_distill_config(pair.student, recipe, pair.teacher, ckpt, pair.options)
-    if name in ('student', 'teacher'):
+    if name in ('student', 'teacher', 'cross_bound'):
         plain = load_config(pair.student if name == 'student' else pair.teacher, pair.options)
         model, dataset, optim = build_train_parts(plain, batch)
-        if name == 'teacher':
+        if name != 'student':
             from distill.checkpoint import load_weights_strict
             load_weights_strict(model, ckpt, role='teacher')
             model.eval()
@@ -168,11 +173,44 @@ def build_variant(name: str, recipe: str, ckpt: str, batch: int, device: str, pa
             else cfg.optim_wrapper
         optim = build_optim_wrapper(model, wrapper)
     data = model.data_preprocessor(pseudo_collate([dataset[i] for i in range(batch)]), True)
+    if name == 'cross_bound':
+        return CrossBound(model, data), data, None
     if cached:  # memory only; filled by the warm-up steps
         from distill.graph import TeacherCache
         model.teacher_cache = TeacherCache('benchmark', dict(model.teacher_taps), None,
                                            num_images=batch)
     return model, data, optim
+
+
+class CrossBound:
+    """CrossKD's irreducible work in a step, for a lower bound of its ratio: the teacher
+    head's last tower conv of both towers and its predictors (and scales), forward and the
+    gradient to their input only (the teacher is frozen), on features of the cross path's
+    shapes (the teacher's width at every FPN level), and nothing else: no adapter,
+    re-standardisation, tap or loss. Any implementation of the method does at least this
+    (GFL heads, ``layer=-1``)."""
+
+    def __init__(self, teacher, data):
+        self.head = teacher.requires_grad_(False).bbox_head  # frozen: input gradients only
+        with torch.no_grad():
+            feats = teacher.extract_feat(data['inputs'])
+        self.feeds = [torch.randn(f.shape[0], self.head.feat_channels, *f.shape[2:],
+                                  device=f.device) for f in feats]
+
+    def __call__(self, device: str) -> float:
+        head = self.head
+        xs = self.inputs = [(f.clone().requires_grad_(), f.clone().requires_grad_())
+                            for f in self.feeds]
+        _sync(device)
+        t = time.perf_counter()
+        total = 0
+        for level, (xc, xr) in enumerate(xs):
+            cls = head.gfl_cls(head.cls_convs[-1](xc))
+            reg = head.scales[level](head.gfl_reg(head.reg_convs[-1](xr))).float()
+            total = total + cls.sum() + reg.sum()
+        total.backward()
+        _sync(device)
+        return time.perf_counter() - t
 
 
 def _sync(device: str) -> None:
@@ -181,6 +219,8 @@ def _sync(device: str) -> None:
 
 
 def time_variant(name: str, model, data, optim, device: str, amp: bool = False) -> float:
+    if isinstance(model, CrossBound):
+        return model(device)
     _sync(device)
     t = time.perf_counter()
     if optim is None:
@@ -232,7 +272,8 @@ def memory_only(name: str, recipe: str, ckpt: str, batch: int, device: str, step
 def _label(v: str) -> str:
     if v.startswith('cached:'):
         return f'DistillGraph ({v[7:]}, warm teacher cache)'
-    return {'mmrazor': 'mmrazor SingleTeacherDistill',
+    return {'cross_bound': 'CrossKD lower bound (floor + the cross convs and predictors alone)',
+            'mmrazor': 'mmrazor SingleTeacherDistill',
             'mmdet_ld': 'mmdet 3.3 LD (Main LD only)', 'student': 'student step',
             'teacher': 'teacher no-grad forward'}.get(v, f'DistillGraph ({v[6:]})')
 
@@ -250,6 +291,10 @@ def main(argv=None):
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--amp', action='store_true',
                         help='float16 autocast and a dynamic loss scale (CUDA only)')
+    parser.add_argument('--cross-bound', action='store_true',
+                        help="add CrossKD's lower bound: the floor plus only the teacher's "
+                             'last tower convs and predictors, forward and input gradient, '
+                             "on the cross path's shapes (GFL pairs)")
     parser.add_argument('--no-memory', action='store_true')
     parser.add_argument('--memory-only', help=argparse.SUPPRESS)
     parser.add_argument('--teacher-ckpt', help=argparse.SUPPRESS)
@@ -264,6 +309,7 @@ def main(argv=None):
         graphs += tuple(f'cached:{r}' for r in args.recipe) if args.cache else ()
         # mmrazor's and mmdet's detectors are built from the tiny configs' paths
         variants = BASELINES + graphs + (OTHERS if args.pair == 'tiny' else ())
+        variants += ('cross_bound',) if args.cross_bound else ()
         if args.memory_only:
             return memory_only(args.memory_only, args.recipe[0], ckpt, args.batch,
                                args.device, 5, pair, args.amp)
@@ -296,6 +342,11 @@ def main(argv=None):
     print('|---|---|---|---|')
     for v in variants:
         med = statistics.median(times[v])
+        if v == 'cross_bound':  # added to the floor: what CrossKD costs at the least
+            print(f'| {_label(v)} | {med:.4f} (cross part) | '
+                  f'{statistics.median([(a + f) / f for a, f in zip(times[v], floor)]):.3f} '
+                  f'| |')
+            continue
         ratio = ('' if v in BASELINES else
                  f'{statistics.median([a / f for a, f in zip(times[v], floor)]):.3f}')
         per_student = [a / s for a, s in zip(times[v], times['student'])]

@@ -171,13 +171,20 @@ def align_to(student: Tensor, teacher: Tensor, eps: float = EPS) -> Tensor:
         Tensor[B, C, H, W]: ``(s - mean_s) / (std_s + eps) * std_t + mean_t``, the means
         and (unbiased) stds per channel over the batch and the positions.
     """
-    dims = (0, 2, 3)
-    # one pass each for the variance and the mean (two separate reductions cost 3-4 ms a step
-    # on the tiny pair); the teacher's statistics are constants: no graph is recorded for them
-    var_s, mean_s = torch.var_mean(student, dims, keepdim=True)
-    with torch.no_grad():
-        var_t, mean_t = torch.var_mean(teacher, dims, keepdim=True)
-    return (student - mean_s) / (var_s.sqrt() + eps) * var_t.sqrt() + mean_t
+    centred, _, std_s = _centred_stats(student)
+    with torch.no_grad():  # the teacher's statistics are constants: no graph for them
+        _, mean_t, std_t = _centred_stats(teacher)
+    return centred / (std_s + eps) * std_t + mean_t
+
+
+def _centred_stats(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``x - mean``, the mean and the unbiased std per channel (over dims 0, 2, 3), by two
+    plain passes: forward and backward together 1.4-1.6x faster than ``torch.var_mean``
+    (Welford, over non-contiguous dims) at the tiny pair's and COCO's shapes on the CPU."""
+    mean = x.mean((0, 2, 3), keepdim=True)
+    centred = x - mean
+    n = x.numel() // x.shape[1]
+    return centred, mean, (centred.square().sum((0, 2, 3), keepdim=True) / (n - 1)).sqrt()
 
 
 class _Feed(nn.Module):

@@ -28,6 +28,12 @@ Fixes:
        now initialised directly (``nccl`` requested on a CPU-only machine becomes ``gloo``, with a
        warning); and ``MMDistributedDataParallel`` drops the ``device_ids=[LOCAL_RANK]`` the
        Runner passes, which torch rejects for a module on the CPU.
+    5. **Python's recursion limit.** Importing mmrazor's graph tracer (pulled in by its model
+       registry) raises ``sys.setrecursionlimit`` to 2**20 for the whole process, for its own
+       fx tracing, which distillation does not use. With that limit, deep recursion overflows the
+       C stack instead of raising ``RecursionError``: a JSON file of 100,000 ``[`` given as an
+       annotation file crashed the process with a segmentation fault. The limit is put back to
+       what it was once the package's registries are imported.
 """
 
 from __future__ import annotations
@@ -247,6 +253,12 @@ def patch_cpu_distributed_init() -> None:
 
     __init__.original = original_init
     MMDistributedDataParallel.__init__ = __init__
+
+
+def restore_recursion_limit(limit: int) -> None:
+    """Put the recursion limit back (fix 5), if an import raised it."""
+    if sys.getrecursionlimit() > limit:
+        sys.setrecursionlimit(limit)
 
 
 def apply() -> None:

@@ -194,3 +194,24 @@ def test_distributed_launch_on_cpu(tmp_path, monkeypatch, repo):
     assert ckpt['meta']['iter'] == 2  # 8 images / (2 ranks x batch 2); one process would do 4
     log = next(work.glob('*/*.log')).read_text()
     assert 'Distributed training: True' in log and "dist_cfg=dict(backend='gloo')" in log
+
+
+def test_recursion_limit_is_put_back_after_mmrazor_raised_it():
+    deep_json = "import json\ntry:\n    json.loads(b'[' * 100000)\nexcept RecursionError:\n" \
+                "    print('RecursionError')\n"
+    # needed: mmrazor's tracer raises the limit to 2**20, and deep JSON then kills the process
+    # (compat loaded from its file: `import distill` would already put the limit back)
+    bare = _run_python('import importlib.util, sys\n'
+                       f'spec = importlib.util.spec_from_file_location("c", {compat.__file__!r})\n'
+                       'compat = importlib.util.module_from_spec(spec)\n'
+                       'spec.loader.exec_module(compat)\ncompat.apply()\n'
+                       'import mmrazor.models.task_modules.tracer.fx_tracer\n'
+                       'print(sys.getrecursionlimit())\n' + deep_json)
+    assert bare.stdout.splitlines()[0] == str(2 ** 20)
+    assert bare.returncode < 0 and 'RecursionError' not in bare.stdout  # killed by a signal
+    # works: after `import distill` the limit is Python's again and the error is an exception
+    fixed = _run_python('import sys\nlimit = sys.getrecursionlimit()\nimport distill\n'
+                        'import mmrazor.models\nprint(sys.getrecursionlimit() == limit)\n'
+                        + deep_json)
+    assert fixed.returncode == 0, fixed.stderr[-2000:]
+    assert fixed.stdout.split() == ['True', 'RecursionError']

@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw
 
 import distill  # noqa: F401  (registries)
 from distill.cli.common import add_cfg_options, base_dataset_cfg, cli, load_config
+from distill.files import check_output_path
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
            (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212)]
@@ -74,14 +75,15 @@ def main(argv=None):
     from mmdet.registry import DATASETS
     from mmengine.registry import init_default_scope
 
+    out_dir = args.out_dir or osp.join(
+        'work_dirs', 'browse', f'{osp.splitext(osp.basename(args.config))[0]}-{args.split}')
+    check_output_path(out_dir, '--out-dir')
     cfg = load_config(args.config, args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     ds_cfg = base_dataset_cfg(cfg[f'{args.split}_dataloader'].dataset).copy()
     ds_cfg.pipeline = []
     ds_cfg.pop('filter_cfg', None)
     dataset = DATASETS.build(ds_cfg)
-    out_dir = args.out_dir or osp.join(
-        'work_dirs', 'browse', f'{osp.splitext(osp.basename(args.config))[0]}-{args.split}')
     os.makedirs(out_dir, exist_ok=True)
     classes = dataset.metainfo['classes']
     drawn = []

@@ -46,6 +46,7 @@ from distill.cli.train_distill import recipe_name
 from distill.compat import atomic_write
 from distill.curves import plot_grid_curves, read_scalars
 from distill.errors import DistillError
+from distill.files import hold_work_dir, read_json, release_work_dir
 from distill.graph.teacher_cache import TeacherCacheError
 from distill.graph.teacher_cache_hook import check_deterministic
 
@@ -116,8 +117,7 @@ def run_one(args, recipe: str, seed: int, options: dict) -> dict:
     work_dir = run_dir(args.work_root, recipe, seed)
     final = osp.join(work_dir, 'final_metrics.json')
     if osp.isfile(final):
-        with open(final) as f:
-            return json.load(f)
+        return read_json(final, 'finished run\'s metrics')
     os.makedirs(work_dir, exist_ok=True)
     cmd = _tool('train_distill') + ['--student', args.student, '--recipe', recipe,
                                     '--work-dir', work_dir, '--seed', str(seed)]
@@ -184,8 +184,11 @@ def teacher_metrics(args, options: dict) -> dict | None:
             code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
         if code:
             raise _failure('teacher evaluation', code, log_path)
-    with open(out) as f:
-        return json.load(f)['metrics']
+    metrics = read_json(out, 'teacher metrics')
+    if not isinstance(metrics, dict) or not isinstance(metrics.get('metrics'), dict):
+        raise DistillError(f'teacher metrics {out!r} hold no "metrics" object: delete the file '
+                           f'to evaluate the teacher again')
+    return metrics['metrics']
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -309,12 +312,20 @@ def parse_args(argv=None):
 
 def main(argv=None) -> str:
     args = parse_args(argv)
+    hold_work_dir(args.work_root)  # one grid at a time in a work root (its runs hold theirs)
+    try:
+        return run_grid(args)
+    finally:
+        release_work_dir(args.work_root)
+
+
+def run_grid(args) -> str:
+    """Train the missing runs of the grid, then write and return its table."""
     options = {}
     if args.val_interval or args.epochs:
         # by default only the last epoch is evaluated (evaluation is a large part of a tiny run)
         options['train_cfg.val_interval'] = args.val_interval or args.epochs
     options.update(args.cfg_options or {})
-    os.makedirs(args.work_root, exist_ok=True)
     args.teacher_cache = cache_mode(args, options)
     grid = [(r, s) for r in args.recipes for s in args.seeds]
     results: dict[str, list[dict]] = {recipe_name(r): [] for r in args.recipes}

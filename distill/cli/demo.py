@@ -35,6 +35,7 @@ from distill.cli.common import cli
 from distill.compat import atomic_write
 from distill.datasets.cache import sha256_file
 from distill.errors import CheckpointError
+from distill.files import check_output_path
 from distill.paths import find_resource, resolve_config
 
 STUDENT = 'configs/tiny/gfl_s_digits.py'
@@ -132,6 +133,7 @@ def main(argv=None):
                         help='share a teacher-output cache between the runs (default: auto)')
     args = parser.parse_args(argv)
     work_dir = args.work_dir or ('work_dirs/demo-quick' if args.quick else 'work_dirs/demo')
+    check_output_path(work_dir, 'work dir')
     options = ['--epochs', '1', '--cfg-options'] + [f'{k}={v}' for k, v in
                                                     QUICK_OPTIONS.items()] if args.quick else []
 

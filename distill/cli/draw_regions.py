@@ -24,6 +24,7 @@ from mmengine.dataset import pseudo_collate
 
 import distill  # noqa: F401  (compat fixes + registries)
 from distill.cli.common import build_plain_dataset, cli, load_config
+from distill.files import check_output_path
 
 COLORS = {'main': (0.1, 0.8, 0.2), 'vlr': (1.0, 0.55, 0.0)}
 
@@ -102,6 +103,7 @@ def main(argv=None):
     parser.add_argument('--gamma', type=float, default=0.25)
     parser.add_argument('--out', default='work_dirs/regions.png')
     args = parser.parse_args(argv)
+    check_output_path(args.out, '--out', directory=False)
     cfg = load_config(args.config)
     image, gts, sizes, strides, masks = region_masks(cfg, args.checkpoint, args.split,
                                                      args.index, args.gamma)

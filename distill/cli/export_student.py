@@ -15,6 +15,7 @@ import argparse
 import distill  # noqa: F401  (compat fixes + registries)
 from distill.cli.common import cli
 from distill.export import export_student
+from distill.files import check_output_path
 
 
 def main(argv=None):
@@ -23,6 +24,8 @@ def main(argv=None):
     parser.add_argument('checkpoint', help='a checkpoint of that run')
     parser.add_argument('out_prefix', help='output path without extension (.pth and .py)')
     args = parser.parse_args(argv)
+    for ext in ('.pth', '.py'):
+        check_output_path(args.out_prefix + ext, 'export destination', directory=False)
     ckpt, cfg = export_student(args.config, args.checkpoint, args.out_prefix)
     print(f'student checkpoint: {ckpt}\nstudent config:     {cfg}')
 

@@ -28,6 +28,7 @@ from distill.cli.common import cli, coco_row
 from distill.compat import atomic_write
 from distill.datasets.cache import sha256_file
 from distill.errors import CheckpointError
+from distill.files import check_output_path
 
 KEEP_META = ('epoch', 'iter', 'seed', 'cfg', 'dataset_meta', 'mmengine_version', 'time',
              'experiment_name')
@@ -89,6 +90,8 @@ def main(argv=None):
     parser.add_argument('--manifest', help='default: MANIFEST.json next to dst')
     args = parser.parse_args(argv)
     manifest = args.manifest or osp.join(osp.dirname(osp.abspath(args.dst)), 'MANIFEST.json')
+    check_output_path(args.dst, 'dst', directory=False)
+    check_output_path(manifest, '--manifest', directory=False)
     entry = publish(args.src, args.dst, args.config, args.command, manifest)
     print(json.dumps(entry, indent=2))
     return entry

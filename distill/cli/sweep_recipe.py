@@ -25,6 +25,7 @@ from mmengine.config import Config
 from distill.cli.common import cli
 from distill.cli.train_distill import read_recipes, read_recipes_with_options, recipe_name
 from distill.errors import RecipeError
+from distill.files import check_output_path
 
 
 def _value(text: str):
@@ -74,6 +75,7 @@ def main(argv=None) -> list[str]:
                         help='a field and its values (repeatable; one changed at a time)')
     parser.add_argument('--out', required=True, help='folder for the recipe files')
     args = parser.parse_args(argv)
+    check_output_path(args.out, '--out')
     edges, files, options = read_recipes_with_options(args.recipe)
     source, base = files[0], recipe_name(files)
     os.makedirs(args.out, exist_ok=True)

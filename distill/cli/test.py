@@ -28,6 +28,7 @@ from distill.cli.common import (
     load_config,
 )
 from distill.compat import atomic_write
+from distill.files import check_output_path
 from distill.paths import find_resource
 from distill.run_record import checked_runner
 
@@ -65,6 +66,10 @@ def evaluate(config: str, checkpoint: str, work_dir: str | None = None,
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.work_dir:
+        check_output_path(args.work_dir, '--work-dir')
+    if args.out:  # before the evaluation, not after it
+        check_output_path(args.out, '--out', directory=False)
     metrics = evaluate(args.config, args.checkpoint, args.work_dir, args.cfg_options,
                        args.launcher)
     row = coco_row(metrics)

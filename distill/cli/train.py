@@ -19,6 +19,7 @@ import argparse
 
 import distill  # noqa: F401  (compat fixes + registries)
 from distill.cli.common import add_cfg_options, add_epochs_option, cli, load_config
+from distill.files import hold_work_dir, release_work_dir
 from distill.run_record import check_before_run, checked_runner
 
 
@@ -66,21 +67,37 @@ def apply_run_options(cfg, args) -> dict | None:
     custom = list(cfg.get('custom_hooks') or [])
     if not any(h.get('type') == 'TrainingCurvesHook' for h in custom):
         cfg.custom_hooks = custom + [dict(type='TrainingCurvesHook')]
+    hold_work_dir(cfg.work_dir)  # a second run there is refused from here on
     return check_before_run(cfg, force=getattr(args, 'force_resume', False))
 
 
+def held_runner(cfg, args):
+    """:func:`apply_run_options`, then the checked Runner; the work dir is held from the
+    start and released if anything fails before the Runner exists."""
+    try:
+        return checked_runner(cfg, apply_run_options(cfg, args))
+    except BaseException:
+        release_work_dir(cfg.work_dir)
+        raise
+
+
+def train_and_release(runner):
+    """``runner.train()``, then the work dir is released (also when training fails)."""
+    try:
+        runner.train()
+    finally:
+        release_work_dir(runner.work_dir)
+    return runner
+
+
 def build_runner(args):
-    """The configured mmengine Runner (not started)."""
-    cfg = load_config(args.config, args.cfg_options, args.work_dir, args.epochs)
-    loaded = apply_run_options(cfg, args)
-    return checked_runner(cfg, loaded)
+    """The configured mmengine Runner (not started); it holds its work dir."""
+    return held_runner(load_config(args.config, args.cfg_options, args.work_dir, args.epochs),
+                       args)
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    runner = build_runner(args)
-    runner.train()
-    return runner
+    return train_and_release(build_runner(parse_args(argv)))
 
 
 cli_main = cli(main)

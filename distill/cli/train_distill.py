@@ -33,14 +33,13 @@ from mmengine.config import ConfigDict
 
 import distill  # noqa: F401  (compat fixes + registries)
 from distill.cli.common import check_checkpoint, cli, load_config, read_config
-from distill.cli.train import add_run_arguments, apply_run_options
+from distill.cli.train import add_run_arguments, held_runner, train_and_release
 from distill.datasets.cache import sha256_file
 from distill.errors import ConfigError, RecipeError
 from distill.graph.algorithm import DEFAULT_STUDENT_TAPS, DEFAULT_TEACHER_TAPS
 from distill.graph.recipe_check import check_edges, reads_teacher
 from distill.graph.teacher_cache_hook import check_deterministic
 from distill.paths import find_resource, recipe_dir
-from distill.run_record import checked_runner
 
 
 def resolve_recipe(recipe: str) -> str:
@@ -215,14 +214,11 @@ def build_runner(args):
     cfg = build_distill_config(args.student, args.recipe, args.teacher, args.teacher_ckpt,
                                args.cfg_options, args.work_dir, args.epochs)
     apply_cache_options(cfg, args)
-    loaded = apply_run_options(cfg, args)
-    return checked_runner(cfg, loaded)
+    return held_runner(cfg, args)
 
 
 def main(argv=None):
-    runner = build_runner(parse_args(argv))
-    runner.train()
-    return runner
+    return train_and_release(build_runner(parse_args(argv)))
 
 
 cli_main = cli(main)

@@ -51,8 +51,12 @@ def load_coco_json(path: str) -> dict:
         DatasetConfigError: The file is empty, not UTF-8 text, not valid JSON, or not a COCO
             detection file.
     """
-    with open(path, 'rb') as f:
-        raw = f.read()
+    try:
+        with open(path, 'rb') as f:
+            raw = f.read()
+    except OSError as e:
+        raise DatasetConfigError(f'{path}: the annotation file cannot be read '
+                                 f'({type(e).__name__}: {e.strerror or e})') from e
     if not raw:
         raise DatasetConfigError(
             f'{path}: the annotation file is empty (0 bytes); {COCO_SHAPE}: regenerate or '
@@ -64,7 +68,7 @@ def load_coco_json(path: str) -> dict:
             f'{path}: not a JSON text file (byte {raw[e.start:e.start + 1]!r} at offset '
             f'{e.start} is not UTF-8; the file starts with {raw[:8]!r}); point ann_file at the '
             'COCO .json annotation file') from e
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, RecursionError) as e:  # (nesting too deep for the parser)
         raise DatasetConfigError(
             f'{path}: not valid JSON ({e}; the file has {len(raw)} bytes): it is truncated or '
             'corrupt, regenerate or re-download it') from e

@@ -182,7 +182,7 @@ def test_resume_without_anything_to_resume(tmp_path):
     with pytest.raises(WorkDirError, match='points to .*epoch_3.pth.*which does not exist'):
         build(tmp_path / 'gone')
     (tmp_path / 'file').write_text('x')
-    with pytest.raises(WorkDirError, match='exists and is not a directory'):
+    with pytest.raises(WorkDirError, match='exists and is a file, not a directory'):
         build(tmp_path / 'file')
     exported = tmp_path / 'plain.pth'
     save_detector_checkpoint(STUDENT, exported)

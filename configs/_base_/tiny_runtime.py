@@ -1,7 +1,7 @@
 # Runtime and schedule of the tiny CPU configs (mmdet 3.x conventions).
 # From-scratch training (no pretrained weights can be downloaded here): AdamW with a short linear
 # warm-up and a step decay. 24 epochs ("2x"): with 12, AP was still rising 4-8 points per two
-# epochs when the learning rate dropped (see README, baseline results).
+# epochs when the learning rate dropped (see docs/results_baselines.md).
 default_scope = 'mmdet'
 custom_imports = dict(imports=['distill'], allow_failed_imports=False)
 

@@ -41,7 +41,7 @@ def embedded_info(name: str) -> EmbeddedDataset:
         raise DatasetConfigError(
             f'unknown embedded dataset name={short(name)}; set name to one of '
             f'{sorted(EMBEDDED)}, or use CheckedCocoDataset for your own COCO-format data '
-            '(README, Datasets)') from None
+            '(docs/datasets.md)') from None
 
 
 def prepare_embedded(name: str, seed: int = 0, root: str | None = None) -> Path:

@@ -110,8 +110,8 @@ class VLRRegion:
     """The valuable localization region (LD paper, Algorithm 1 and Eq. 5's mask ``I_VL``).
 
     The defaults are the paper's: an indicator mask (``I_VL`` in {0, 1}), positives included,
-    ``gamma = 0.25``. The other settings are named departures (README, "LD and VLR: the paper,
-    the published code, and the options here"):
+    ``gamma = 0.25``. The other settings are named departures (docs/methods.md, "LD and VLR:
+    departures from the paper"):
     ``weight='iou'`` is the published code's weight, ``exclude_positives=True`` an option of
     this toolkit's first version.
 

@@ -112,6 +112,12 @@ def _alive_here(holder: dict) -> bool:
     return True
 
 
+def _in_use(work_dir: str, holder: dict, lock: str) -> WorkDirError:
+    return WorkDirError(f'work dir {work_dir!r} is in use by another run: {describe(holder)}; '
+                        f'wait for it to end (or stop it), or give another --work-dir (lock '
+                        f'file {lock})')
+
+
 def hold_work_dir(work_dir: str) -> None:
     """Hold ``work_dir`` for this process (created if missing); released at exit or by
     :func:`release_work_dir`. A second call for the same directory in this process is a no-op.
@@ -135,9 +141,7 @@ def hold_work_dir(work_dir: str) -> None:
     except BlockingIOError:
         holder = _holder(fd)
         os.close(fd)
-        raise WorkDirError(
-            f'work dir {work_dir!r} is in use by another run: {describe(holder)}; wait for it '
-            f'to end (or stop it), or give another --work-dir (lock file {lock})') from None
+        raise _in_use(work_dir, holder, lock) from None
     except OSError as e:  # a filesystem without flock: fall back on the recorded pid
         if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
             os.close(fd)
@@ -147,9 +151,7 @@ def hold_work_dir(work_dir: str) -> None:
     if previous and previous.get('pid') != os.getpid():
         if not locked and _alive_here(previous):
             os.close(fd)
-            raise WorkDirError(f'work dir {work_dir!r} is in use by another run: '
-                               f'{describe(previous)}; wait for it to end (or stop it), or '
-                               f'give another --work-dir (lock file {lock})')
+            raise _in_use(work_dir, previous, lock)
         warnings.warn(f'work dir {work_dir!r}: taking over the hold of a run that did not end '
                       f'cleanly ({describe(previous)}; killed?); its files are kept, '
                       f'--resume continues from its last checkpoint', stacklevel=2)
@@ -158,12 +160,22 @@ def hold_work_dir(work_dir: str) -> None:
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(record).encode(), 0)
     _HELD[key] = fd
-    atexit.register(release_work_dir, work_dir)
 
 
 def release_work_dir(work_dir: str) -> None:
     """Release this process's hold of ``work_dir`` (nothing if it holds none)."""
-    fd = _HELD.pop(osp.realpath(work_dir), None)
+    _release(osp.realpath(work_dir))
+
+
+@atexit.register
+def _release_all() -> None:
+    """At exit, every hold still taken (a run that raised before releasing) is released."""
+    for key in list(_HELD):
+        _release(key)
+
+
+def _release(key: str) -> None:
+    fd = _HELD.pop(key, None)
     if fd is None:
         return
     try:

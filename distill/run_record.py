@@ -179,7 +179,8 @@ def resume_checkpoint(cfg) -> str:
 
 
 def check_before_run(cfg, force: bool = False) -> dict | None:
-    """Check the work dir and the checkpoint a run starts from, before anything is built.
+    """Check the checkpoint a run starts from, before anything is built (the work dir itself
+    is checked and held before this, by :func:`distill.files.hold_work_dir`).
 
     With ``cfg.resume`` the checkpoint (given, or the work dir's last) must be a training
     checkpoint of the same run (:func:`run_definition`); ``cfg.load_from`` is then set to it, so
@@ -192,13 +193,10 @@ def check_before_run(cfg, force: bool = False) -> dict | None:
         dict | None: The loaded checkpoint to resume or load from (None: none, or a URL).
 
     Raises:
-        WorkDirError: the work dir is a file, or has nothing (valid) to resume.
+        WorkDirError: the work dir has nothing (valid) to resume.
         CheckpointError: the checkpoint is missing, corrupt or not a training checkpoint.
         ResumeMismatchError: the checkpoint's run differs (each field named), unless ``force``.
     """
-    if osp.exists(cfg.work_dir) and not osp.isdir(cfg.work_dir):
-        raise WorkDirError(f'work dir {cfg.work_dir!r} exists and is not a directory: give '
-                           f'another --work-dir')
     if not cfg.get('resume'):
         if cfg.get('load_from') and not str(cfg.load_from).startswith(('http://', 'https://')):
             return check_checkpoint(cfg.load_from)

@@ -57,6 +57,7 @@ def evaluate(config: str, checkpoint: str, work_dir: str | None = None,
     loaded = check_checkpoint(checkpoint)  # before the Runner: the error is not buried
     if work_dir is None:
         work_dir = osp.join('work_dirs', osp.splitext(osp.basename(config))[0], 'test')
+    check_output_path(work_dir, 'work dir')
     cfg = load_config(config, cfg_options, work_dir)
     cfg.load_from = checkpoint
     cfg.resume = False
@@ -66,8 +67,6 @@ def evaluate(config: str, checkpoint: str, work_dir: str | None = None,
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.work_dir:
-        check_output_path(args.work_dir, '--work-dir')
     if args.out:  # before the evaluation, not after it
         check_output_path(args.out, '--out', directory=False)
     metrics = evaluate(args.config, args.checkpoint, args.work_dir, args.cfg_options,

@@ -40,14 +40,20 @@ def extensions():
         archs = [a[3:] for a in flags.split() if a.startswith('sm_') and a[3:].isdigit()]
         os.environ['TORCH_CUDA_ARCH_LIST'] = (';'.join(f'{a[:-1]}.{a[-1]}' for a in archs)
                                               or '7.0;7.5;8.0;8.6;8.9;9.0+PTX')
-    # -fopenmp-simd: the reductions over channels carry `omp simd` pragmas (no OpenMP runtime)
-    cxx = ['-O3', '-fopenmp-simd']
+    # -fopenmp: at::parallel_for is an inline `omp parallel` region (ATen/ParallelOpenMP.h) that
+    # runs on one thread when the extension is compiled without it; the runtime it links is the
+    # libgomp.so.1 torch has already loaded (one OpenMP runtime, torch's thread count).
+    # -fopenmp-simd: the reductions over channels carry `omp simd` pragmas.
+    cxx = ['-O3', '-fopenmp', '-fopenmp-simd']
+    link = ['-fopenmp']
     if use_cuda:
         ext = CUDAExtension('distill._C', sources + cuda_sources,
                             define_macros=[('WITH_CUDA', None)],
-                            extra_compile_args={'cxx': cxx, 'nvcc': ['-O3']})
+                            extra_compile_args={'cxx': cxx, 'nvcc': ['-O3']},
+                            extra_link_args=link)
     else:
-        ext = CppExtension('distill._C', sources, extra_compile_args={'cxx': cxx})
+        ext = CppExtension('distill._C', sources, extra_compile_args={'cxx': cxx},
+                           extra_link_args=link)
     return [ext], {'build_ext': BuildExtension.with_options(use_ninja=True)}
 
 

@@ -14,11 +14,13 @@ Shapes:
 
 What is timed: one batch's assignment from the head's outputs (class logits, decoded boxes)
 and the GTs to each location's GT index: ``batched``
-(:meth:`distill.models.assigners.APSAssigner.assign_batch`) and ``per_gt``
-(:func:`distill.models.assigners.aps_reference.aps_assign_per_gt`). Each round draws a batch
-and runs both on it, one after the other (the machine's drift hits both alike); the table
-gives the medians over rounds of the times and of the per-round ratios. Before timing, each
-round checks that both give the same assignment, and counts the GTs whose positive sets agree.
+(:meth:`distill.models.assigners.APSAssigner.assign_batch`, with the compiled focal negative
+sum and GMM of ``distill._C`` where built), ``torch ops`` (the same inside
+``use_compiled(False)``: PyTorch ops only, what a device without our kernels runs) and
+``per_gt`` (:func:`distill.models.assigners.aps_reference.aps_assign_per_gt`). Each round draws
+a batch and runs the three on it, one after the other (the machine's drift hits them alike);
+the table gives the medians over rounds of the times and of the per-round ratios. Each round
+checks that all three give the same assignment, and counts the GTs whose positive sets agree.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from distill.models.assigners import APSAssigner  # noqa: E402
 from distill.models.assigners.aps_reference import aps_assign_per_gt  # noqa: E402
+from distill.ops.extension import use_compiled  # noqa: E402
 from distill.regions.base import pad_per_image  # noqa: E402
 
 SHAPES = {
@@ -81,8 +84,8 @@ def _sync(device: str) -> None:
 def run(shape: str, rounds: int, device: str, seed: int) -> dict:
     assigner = APSAssigner(topk=9, num_levels=2, reg_weight=2.0)
     gen = torch.Generator().manual_seed(seed)
-    times = {'batched': [], 'per_gt': []}
-    ratios, gts, agree, identical = [], 0, 0, True
+    times = {'batched': [], 'torch': [], 'per_gt': []}
+    ratios, ratios_torch, gts, agree, identical = [], [], 0, 0, True
     for r in range(rounds + 1):  # round 0 warms up (allocations, sklearn import)
         (points, logits, boxes, pg, pl, valid), sizes, gt_list, label_list = make_batch(
             shape, gen, device)
@@ -91,10 +94,14 @@ def run(shape: str, rounds: int, device: str, seed: int) -> dict:
         ours, positives = assigner.assign_batch(points, sizes, logits, boxes, pg, pl, valid)
         _sync(device)
         t1 = time.perf_counter()
-        ref = aps_assign_per_gt(assigner, points, sizes, logits, boxes, gt_list, label_list)
+        with use_compiled(False):
+            plain, _ = assigner.assign_batch(points, sizes, logits, boxes, pg, pl, valid)
         _sync(device)
         t2 = time.perf_counter()
-        identical &= bool((ours.cpu() == ref).all())
+        ref = aps_assign_per_gt(assigner, points, sizes, logits, boxes, gt_list, label_list)
+        _sync(device)
+        t3 = time.perf_counter()
+        identical &= bool((ours.cpu() == ref).all()) and bool((plain.cpu() == ref).all())
         # per GT: its positives before the conflicts between GTs are resolved, vs the
         # reference's final positives of that GT where no other GT claims them
         for i, t in enumerate(gt_list):
@@ -105,9 +112,13 @@ def run(shape: str, rounds: int, device: str, seed: int) -> dict:
         if r == 0:
             continue
         times['batched'].append(t1 - t0)
-        times['per_gt'].append(t2 - t1)
-        ratios.append((t2 - t1) / (t1 - t0))
+        times['torch'].append(t2 - t1)
+        times['per_gt'].append(t3 - t2)
+        ratios.append((t3 - t2) / (t1 - t0))
+        ratios_torch.append((t3 - t2) / (t2 - t1))
     return dict(shape=shape, batched=statistics.median(times['batched']) * 1e3,
+                torch=statistics.median(times['torch']) * 1e3,
+                ratio_torch=statistics.median(ratios_torch),
                 per_gt=statistics.median(times['per_gt']) * 1e3,
                 ratio=statistics.median(ratios), ratio_min=min(ratios), ratio_max=max(ratios),
                 identical=identical, gts=gts, agree=agree)
@@ -122,13 +133,15 @@ def main(argv=None) -> None:
     print(f'device {args.device}, torch threads {torch.get_num_threads()}, '
           f'{args.rounds} rounds (+1 warm-up), medians')
     print('| shapes | batched (ms) | per-GT sklearn loop (ms) | per-GT / batched | range | '
-          'same assignment | GTs with the same positives |')
-    print('|---|---|---|---|---|---|---|')
+          'torch ops only (ms) | per-GT / torch ops | same assignment | '
+          'GTs with the same positives |')
+    print('|---|---|---|---|---|---|---|---|---|')
     for shape in SHAPES:
         r = run(shape, args.rounds, args.device, args.seed)
         print(f"| {shape} | {r['batched']:.1f} | {r['per_gt']:.1f} | **{r['ratio']:.1f}x** | "
-              f"{r['ratio_min']:.1f}-{r['ratio_max']:.1f} | {r['identical']} | "
-              f"{r['agree']}/{r['gts']} |", flush=True)
+              f"{r['ratio_min']:.1f}-{r['ratio_max']:.1f} | {r['torch']:.1f} | "
+              f"{r['ratio_torch']:.1f}x | {r['identical']} | {r['agree']}/{r['gts']} |",
+              flush=True)
 
 
 if __name__ == '__main__':

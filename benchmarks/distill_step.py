@@ -221,13 +221,16 @@ def _sync(device: str) -> None:
 def time_variant(name: str, model, data, optim, device: str, amp: bool = False) -> float:
     if isinstance(model, CrossBound):
         return model(device)
+    if optim is not None:
+        # outside the timed step: mmengine's loops call train() once per epoch, not per
+        # iteration (and the graph's also walks the teacher's modules to keep it in eval)
+        model.train()
     _sync(device)
     t = time.perf_counter()
     if optim is None:
         with torch.no_grad(), torch.autocast(torch.device(device).type, enabled=amp):
             model.bbox_head(model.extract_feat(data['inputs']))
     else:
-        model.train()
         with optim.optim_context(model):  # autocast under AmpOptimWrapper
             loss, _ = model.parse_losses(model(**data, mode='loss'))
         optim.update_params(loss)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from types import ModuleType
+
+_enabled = {'value': True}
 
 
 def load_extension() -> tuple[ModuleType | None, str | None]:
@@ -21,3 +24,20 @@ def load_extension() -> tuple[ModuleType | None, str | None]:
     except (ImportError, OSError) as error:
         return None, f'distill._C cannot be loaded ({type(error).__name__}: {error})'
     return _C, None
+
+
+def compiled_enabled() -> bool:
+    """False inside :func:`use_compiled(False) <use_compiled>`."""
+    return _enabled['value']
+
+
+@contextlib.contextmanager
+def use_compiled(enabled: bool):
+    """Context manager: ``use_compiled(False)`` runs every op's pure-PyTorch reference inside
+    (benchmarks and tests compare the two in one process)."""
+    previous = _enabled['value']
+    _enabled['value'] = enabled
+    try:
+        yield
+    finally:
+        _enabled['value'] = previous

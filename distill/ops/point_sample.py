@@ -25,38 +25,26 @@ Two implementations behind one interface:
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from distill.ops.extension import load_extension
+from distill.ops.extension import compiled_enabled, load_extension
+from distill.ops.extension import use_compiled as use_compiled  # re-exported
 
 _C, _UNAVAILABLE = load_extension()
 
 _DTYPES = {'cpu': (torch.float32, torch.float64),
            'cuda': (torch.float32, torch.float64, torch.float16)}
-_state = {'enabled': True, 'warned': False}
+_state = {'warned': False}
 
 
 def compiled_available(device: str | torch.device = 'cpu') -> bool:
     """Whether the compiled op runs on ``device`` (the extension is built for it)."""
     kind = torch.device(device).type
     return _C is not None and (kind == 'cpu' or (kind == 'cuda' and _C.with_cuda))
-
-
-@contextlib.contextmanager
-def use_compiled(enabled: bool):
-    """Context manager: ``use_compiled(False)`` runs the pure-PyTorch reference inside
-    (benchmarks and tests compare the two in one process)."""
-    previous = _state['enabled']
-    _state['enabled'] = enabled
-    try:
-        yield
-    finally:
-        _state['enabled'] = previous
 
 
 def _promote(*tensors: Tensor) -> list:
@@ -70,7 +58,7 @@ def _promote(*tensors: Tensor) -> list:
 
 def _compiled(feats: Tensor, points: Tensor) -> bool:
     """Whether this call goes to the compiled op; warns once when the extension cannot serve it."""
-    if not _state['enabled']:
+    if not compiled_enabled():
         return False
     device = feats.device.type
     reason = None

@@ -7,6 +7,7 @@ import torch
 from distill.models.assigners import APSAssigner
 from distill.models.assigners.aps_assigner import focal_as_positive
 from distill.models.assigners.aps_reference import aps_assign_per_gt
+from distill.ops.extension import use_compiled
 from distill.regions.base import pad_per_image
 
 
@@ -40,11 +41,15 @@ def _pad(gts, labels):
     return boxes, pad_per_image(labels, torch.zeros(0))[0], valid
 
 
+@pytest.mark.parametrize('compiled', [True, False], ids=['compiled', 'torch_ops'])
 @pytest.mark.parametrize('seed', range(6))
-def test_batched_equals_the_per_gt_sklearn_loop(seed):
+def test_batched_equals_the_per_gt_sklearn_loop(seed, compiled):
+    """With distill._C's focal negative sum and GMM (where built) and with PyTorch ops only."""
     assigner = APSAssigner(topk=9, num_levels=2, reg_weight=2.0)
     points, sizes, logits, boxes, gts, labels = _batch(seed)
-    ours, positives = assigner.assign_batch(points, sizes, logits, boxes, *_pad(gts, labels))
+    with use_compiled(compiled):
+        ours, positives = assigner.assign_batch(points, sizes, logits, boxes,
+                                                *_pad(gts, labels))
     ref = aps_assign_per_gt(assigner, points, sizes, logits, boxes, gts, labels)
     assert (ours == ref).all(), f'{int((ours != ref).sum())} locations differ'
     assert (ours >= 0).sum() > 0  # the case assigns something

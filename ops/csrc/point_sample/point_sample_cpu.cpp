@@ -11,17 +11,8 @@
 #include <algorithm>
 #include <vector>
 
+#include "../clones.h"
 #include "point_sample.h"
-
-#if defined(__x86_64__) && !defined(_WIN32) && !defined(__clang__) && __GNUC__ >= 12
-// x86-64-v3 / v4 as clone targets need GCC 12 (GCC PR101696)
-#define PS_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#elif defined(__x86_64__) && !defined(_WIN32) && (defined(__GNUC__) || defined(__clang__))
-#define PS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define PS_CLONES
-#endif
-#define PS_INLINE inline __attribute__((always_inline))
 
 namespace distill {
 namespace ops {
@@ -30,7 +21,7 @@ namespace {
 
 // Samples of the locations [begin, end) of the flattened (B, H, W); `out` holds row `begin`.
 template <typename T>
-PS_INLINE void forward_rows(const T* f, const T* pts, T* out, const T* zero_row, int64_t H,
+DISTILL_INLINE void forward_rows(const T* f, const T* pts, T* out, const T* zero_row, int64_t H,
                             int64_t W, int64_t C, int64_t N, int64_t begin, int64_t end) {
   const int64_t HW = H * W;
   for (int64_t i = begin; i < end; ++i) {
@@ -51,13 +42,13 @@ PS_INLINE void forward_rows(const T* f, const T* pts, T* out, const T* zero_row,
   }
 }
 
-PS_CLONES void forward_rows_mv(const float* f, const float* pts, float* out, const float* zero,
+DISTILL_CLONES void forward_rows_mv(const float* f, const float* pts, float* out, const float* zero,
                                int64_t H, int64_t W, int64_t C, int64_t N, int64_t begin,
                                int64_t end) {
   forward_rows<float>(f, pts, out, zero, H, W, C, N, begin, end);
 }
 
-PS_CLONES void forward_rows_mv(const double* f, const double* pts, double* out,
+DISTILL_CLONES void forward_rows_mv(const double* f, const double* pts, double* out,
                                const double* zero, int64_t H, int64_t W, int64_t C, int64_t N,
                                int64_t begin, int64_t end) {
   forward_rows<double>(f, pts, out, zero, H, W, C, N, begin, end);
@@ -81,7 +72,7 @@ void forward_kernel(const T* f, const T* pts, T* out, int64_t B, int64_t H, int6
 // Locations [p_begin, p_end) of image b; `gc` holds the column gradient of location p_begin;
 // gfb: this task's copy of the image's feature gradient.
 template <typename T>
-PS_INLINE void backward_rows(const T* gc, const T* fb, const T* pts, T* gfb, T* gp,
+DISTILL_INLINE void backward_rows(const T* gc, const T* fb, const T* pts, T* gfb, T* gp,
                              const T* zero_row, T* sink, int64_t b, int64_t H, int64_t W,
                              int64_t C, int64_t N, int64_t p_begin, int64_t p_end) {
   const int64_t HW = H * W;
@@ -121,13 +112,13 @@ PS_INLINE void backward_rows(const T* gc, const T* fb, const T* pts, T* gfb, T* 
   }
 }
 
-PS_CLONES void backward_rows_mv(const float* gc, const float* fb, const float* pts, float* gfb,
+DISTILL_CLONES void backward_rows_mv(const float* gc, const float* fb, const float* pts, float* gfb,
                                 float* gp, const float* zero, float* sink, int64_t b, int64_t H,
                                 int64_t W, int64_t C, int64_t N, int64_t p0, int64_t p1) {
   backward_rows<float>(gc, fb, pts, gfb, gp, zero, sink, b, H, W, C, N, p0, p1);
 }
 
-PS_CLONES void backward_rows_mv(const double* gc, const double* fb, const double* pts,
+DISTILL_CLONES void backward_rows_mv(const double* gc, const double* fb, const double* pts,
                                 double* gfb, double* gp, const double* zero, double* sink,
                                 int64_t b, int64_t H, int64_t W, int64_t C, int64_t N,
                                 int64_t p0, int64_t p1) {

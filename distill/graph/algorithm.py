@@ -20,21 +20,21 @@ from __future__ import annotations
 import copy
 
 import torch
-from mmdet.utils import reduce_mean
 from mmengine.registry import DefaultScope
 from mmrazor.models.algorithms.base import BaseAlgorithm
-from mmrazor.models.task_modules.recorder import ModuleOutputsRecorder, RecorderManager
+from mmrazor.models.task_modules.recorder import RecorderManager
 from mmrazor.registry import MODELS, TASK_UTILS
 from torch import Tensor, nn
 
 from distill.checkpoint import load_weights_strict
-from distill.errors import DistillError, RecipeError
+from distill.errors import DistillError
 from distill.graph import cross
+from distill.graph.edges import cross_key, edge_normaliser, read_tap, split_levels
+from distill.graph.output_check import check_outputs, check_tap_sources
 from distill.graph.outputs import (
     ASSIGN_TAP,
     HEAD_TAP,
     NECK_TAP,
-    describe,
     flat_priors_and_strides,
     flatten_record,
     head_outputs,
@@ -48,10 +48,6 @@ from distill.regions.base import RegionContext, flatten_levels
 #: Edges read them through the head's named outputs (:mod:`distill.graph.outputs`).
 DEFAULT_STUDENT_TAPS = dict(head=HEAD_TAP, assign=ASSIGN_TAP)
 DEFAULT_TEACHER_TAPS = dict(head=HEAD_TAP)
-#: The student outputs the regions need: class logits (confidence) and assigned labels.
-CONTEXT_OUTPUTS = ('cls_logits', 'pos_mask')
-
-
 class NonFiniteLossError(DistillError, FloatingPointError):
     """A loss became NaN or infinite; the message names the edge."""
 
@@ -65,89 +61,6 @@ def _in_scope(cfg, scope: str):
 
 def _build(cfg, registry):
     return registry.build(copy.deepcopy(cfg)) if isinstance(cfg, dict) else cfg
-
-
-def _check_tap_sources(manager: RecorderManager, model: nn.Module, side: str,
-                       pair_names: tuple[str, str], source: str) -> None:
-    """Every ``ModuleOutputs`` tap must name a submodule of its model (mmrazor would hook
-    nothing and the first step would fail reading an empty record)."""
-    modules = dict(model.named_modules())
-    for name, recorder in manager.recorders.items():
-        if isinstance(recorder, ModuleOutputsRecorder) and recorder.source not in modules:
-            where = pair_names[0] if side == 'student' else pair_names[1]
-            heads = [m for m in modules if m and '.' not in m]
-            raise RecipeError(f'{source}: {side} tap {name!r} records module '
-                              f'{recorder.source!r}, which {type(model).__name__} ({where}) '
-                              f'does not have; its top-level modules are {heads}')
-
-
-def _option_hint(head: nn.Module, output: str, config: str, role: str) -> str:
-    """How to give a head an output it lacks, where a head option does (deltas -> GFL's
-    general distribution: ATSS, DDOD, FCOS/MOD)."""
-    if output == 'box_dist' and type(head).__name__ == 'ATSSHead':
-        return (f'; it predicts box deltas: use the ATSS head with the general-distribution '
-                f'option, model.bbox_head.type=\'ATSSDistHead\' and box_dist=16 in {config}')
-    if output == 'box_dist' and hasattr(head, 'box_dist_reg_max'):
-        how = (' (or --cfg-options model.bbox_head.box_dist=16)' if role == 'student'
-               else ', and a checkpoint trained with it')
-        return (f'; it predicts box deltas: turn on its general-distribution option, '
-                f'model.bbox_head.box_dist=16 in {config}{how}')
-    return ''
-
-
-def read_tap(manager: RecorderManager, spec: dict):
-    """What a tap reference ``dict(tap, index=None, record=0)`` recorded in the last step."""
-    return manager.get_recorder(spec['tap']).get_record_data(
-        record_idx=spec.get('record', 0), data_idx=spec.get('index'))
-
-
-def edge_normaliser(w: Tensor, normalize, pos_mask: Tensor | None = None) -> Tensor:
-    """The ``avg_factor`` of an edge whose region keeps the priors of weights ``w``.
-
-    Args:
-        w (Tensor[M]): The positive region weights of this GPU's batch.
-        normalize (str | float): ``'weight'``: the region's total weight (a weighted mean, as
-            GFL normalises its box losses); ``'count'``: its number of priors (the weights then
-            also scale the loss, e.g. the student's confidence); ``'positives'``: the number
-            of the student's assigned positives, whatever the region (the normaliser of the
-            student's own classification loss: CrossKD's published code); a number: that
-            constant, per GPU and per batch, as the published LD code (4 for Main LD, 16 for
-            VLR LD).
-        pos_mask (Tensor[B, N], optional): The student's positives (for ``'positives'``).
-
-    Returns:
-        Tensor[]: ``'weight'``, ``'count'`` and ``'positives'`` are summed over the batch and
-        averaged over the GPUs, so the loss does not grow with the batch size or the GPU count
-        (the published LD code's bug, which a constant reproduces on purpose).
-    """
-    if not isinstance(normalize, str):
-        return w.new_tensor(float(normalize))
-    if normalize == 'positives':
-        norm = pos_mask.sum().to(w.dtype)
-    else:
-        norm = w.sum() if normalize == 'weight' else w.new_tensor(float(w.numel()))
-    # DDP averages gradients over ranks; reduce_mean makes each rank's denominator the global
-    # one over the world size, as mmdet does. No clamp at 1 (mmdet's habit for counts): a total
-    # weight below 1 (confidences of ~0.01 early in training) or fewer priors than GPUs would
-    # then turn the mean into a sum that depends on the per-GPU batch. Only an empty region
-    # (numerator 0) meets the eps floor, and gives 0.
-    return reduce_mean(norm.detach()).clamp(min=torch.finfo(norm.dtype).eps)
-
-
-def _cross_key(ref: dict) -> tuple:
-    """What identifies a cross-head path in an edge side (its fields but the output)."""
-    return tuple(sorted((k, v) for k, v in ref.items() if k != 'output'))
-
-
-def split_levels(weight: Tensor, maps: list[Tensor]) -> list[Tensor]:
-    """Region weights ``Tensor[B, N]`` as per-level maps ``Tensor[B, 1, H_l, W_l]``."""
-    sizes = [tuple(m.shape[-2:]) for m in maps]
-    if weight.shape[1] != sum(h * w for h, w in sizes):
-        raise ValueError(f'the neck maps (sizes {sizes}) are not the head\'s levels '
-                         f'({weight.shape[1]} priors): a feature edge needs a neck output per '
-                         f'head level')
-    parts = weight.split([h * w for h, w in sizes], dim=1)
-    return [p.reshape(len(p), 1, h, w) for p, (h, w) in zip(parts, sizes)]
 
 
 @MODELS.register_module()
@@ -175,8 +88,9 @@ class DistillGraph(BaseAlgorithm):
             ``normalize`` ``'weight'`` (default: divide by the region's total weight),
             ``'count'`` (by its number of priors), ``'positives'`` (by the student's
             positives) or a number (a constant per GPU and batch: the published LD code's
-            scale, which grows with the batch size), see :func:`edge_normaliser`; feature
-            (``neck``) edges are means per level instead.
+            scale, which grows with the batch size), see
+            :func:`~distill.graph.edges.edge_normaliser`; feature (``neck``) edges are means
+            per level instead.
             Where the student's and the teacher's channels differ (a cross-head path, the
             neck), a 1x1 adapter is trained with the student (``adapters``; not exported).
         student_taps (dict, optional): Extra mmrazor recorder configs on the student (raw
@@ -212,7 +126,8 @@ class DistillGraph(BaseAlgorithm):
                 teacher = _build(_in_scope(teacher, 'mmdet'), MODELS)
             self.edge_cfgs = edge_cfgs
             self.pair_names = tuple(pair_names)
-            self._check_outputs(teacher, edges_source)
+            check_outputs(self.edge_cfgs, self.architecture, teacher, self.pair_names,
+                          edges_source)
             if teacher is not None:
                 # a cross-head output is the teacher head's own, compared with the teacher's:
                 # the student's classes and bins need not match for it
@@ -255,7 +170,7 @@ class DistillGraph(BaseAlgorithm):
             for manager, model, side in ((self.student_recorders, self.architecture, 'student'),
                                          (self.teacher_recorders, teacher, 'teacher')):
                 if model is not None:
-                    _check_tap_sources(manager, model, side, pair_names, edges_source)
+                    check_tap_sources(manager, model, side, pair_names, edges_source)
                     manager.initialize(model)
             self._prior_cache: dict = {}
             #: The region weights (detached, ``Tensor[B, N]``) of the last step, per edge name: for
@@ -269,7 +184,7 @@ class DistillGraph(BaseAlgorithm):
         ref = edge['student']
         if ref.get('of') == 'cross':
             path = cross.resolve(ref, self.architecture, teacher, self.pair_names, where)
-            self.cross_paths[_cross_key(ref)] = path
+            self.cross_paths[cross_key(ref)] = path
             student_taps.update(cross.hold_taps(self.architecture.bbox_head, path.k_s))
             teacher_taps.update(cross.hold_taps(teacher.bbox_head, path.k_t))
             if path.reads_input:
@@ -285,53 +200,6 @@ class DistillGraph(BaseAlgorithm):
             c_s, c_t = self.architecture.neck.out_channels, teacher.neck.out_channels
             if c_s != c_t:
                 self.adapters['neck'] = nn.Conv2d(c_s, c_t, 1)
-
-    def _check_outputs(self, teacher, source: str) -> None:
-        """Every named output an edge reads exists on that model's head (and a teacher is
-        only asked for what its forward gives: it runs no label assignment)."""
-        if not self.edge_cfgs:
-            return
-        student_head = getattr(self.architecture, 'bbox_head', None)
-        if student_head is not None:  # (a detector without a dense head: check_pair says so)
-            missing = [n for n in CONTEXT_OUTPUTS if n not in head_outputs(student_head)]
-            if missing:
-                raise RecipeError(f'{source}: the regions need the student head\'s outputs '
-                                  f'{missing}, which {describe(student_head)} '
-                                  f'({self.pair_names[0]}) does not declare; declare them '
-                                  f'with distill.graph.outputs.register_head_outputs')
-        for edge in self.edge_cfgs:
-            refs = [(edge['student'], False), (edge['teacher'], True)]
-            refs += [(dict(output=o), False) for o in (edge.get('targets') or {}).values()]
-            for ref, teacher_side in refs:
-                of_teacher = teacher_side and reads_teacher(edge)
-                where = f'{source}: edge {edge["name"]!r}'
-                if of_teacher and teacher is None:
-                    what = ref.get('output', ref.get('tap'))
-                    raise RecipeError(f'{where} reads the teacher\'s {what!r} but the run has '
-                                      f'no teacher: give one, or read the student itself with '
-                                      f'teacher=dict(output=..., of=\'student\') '
-                                      f'(self-distillation)')
-                if 'output' not in ref:
-                    continue
-                on_teacher = of_teacher or ref.get('of') == 'cross'
-                model = teacher if on_teacher else self.architecture
-                head = getattr(model, 'bbox_head', None)
-                if head is None:
-                    continue
-                spec = model_outputs(model).get(ref['output'])
-                role = 'teacher' if on_teacher else 'student'
-                config = self.pair_names[1 if on_teacher else 0]
-                if spec is None:
-                    raise RecipeError(f'{where} needs the output {ref["output"]!r} of the {role} '
-                                      f'head, which {describe(head)} ({config}) does not have'
-                                      f'{_option_hint(head, ref["output"], config, role)}')
-                if on_teacher and spec.tap == 'assign':
-                    raise RecipeError(f'{where} reads the teacher\'s {ref["output"]!r}, which '
-                                      f'comes from label assignment; the teacher runs only its '
-                                      f'forward ({describe(head)}, {config})')
-                if ref.get('of') == 'cross' and spec.maps:
-                    raise RecipeError(f'{where}: a cross-head path gives head outputs, not '
-                                      f'{ref["output"]!r}')
 
     # ----------------------------------------------------------------- the hidden teacher
     @property
@@ -400,7 +268,7 @@ class DistillGraph(BaseAlgorithm):
                 head = model.bbox_head
                 spec = model_outputs(model)[ref['output']]
                 if crossed:
-                    path = self.cross_paths[_cross_key(ref)]
+                    path = self.cross_paths[cross_key(ref)]
                     if path.key not in flat:  # one cross forward per path and step
                         flat[path.key] = cross.cross_forward(
                             path, self.student_recorders, self.teacher_recorders, head,

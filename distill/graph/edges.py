@@ -1,0 +1,64 @@
+"""What an edge reads and how it is normalised: tap records, the ``avg_factor`` of a region,
+per-level region maps for feature edges."""
+
+from __future__ import annotations
+
+import torch
+from mmdet.utils import reduce_mean
+from mmrazor.models.task_modules.recorder import RecorderManager
+from torch import Tensor
+
+
+def read_tap(manager: RecorderManager, spec: dict):
+    """What a tap reference ``dict(tap, index=None, record=0)`` recorded in the last step."""
+    return manager.get_recorder(spec['tap']).get_record_data(
+        record_idx=spec.get('record', 0), data_idx=spec.get('index'))
+
+
+def edge_normaliser(w: Tensor, normalize, pos_mask: Tensor | None = None) -> Tensor:
+    """The ``avg_factor`` of an edge whose region keeps the priors of weights ``w``.
+
+    Args:
+        w (Tensor[M]): The positive region weights of this GPU's batch.
+        normalize (str | float): ``'weight'``: the region's total weight (a weighted mean, as
+            GFL normalises its box losses); ``'count'``: its number of priors (the weights then
+            also scale the loss, e.g. the student's confidence); ``'positives'``: the number
+            of the student's assigned positives, whatever the region (the normaliser of the
+            student's own classification loss: CrossKD's published code); a number: that
+            constant, per GPU and per batch, as the published LD code (4 for Main LD, 16 for
+            VLR LD).
+        pos_mask (Tensor[B, N], optional): The student's positives (for ``'positives'``).
+
+    Returns:
+        Tensor[]: ``'weight'``, ``'count'`` and ``'positives'`` are summed over the batch and
+        averaged over the GPUs, so the loss does not grow with the batch size or the GPU count
+        (the published LD code's bug, which a constant reproduces on purpose).
+    """
+    if not isinstance(normalize, str):
+        return w.new_tensor(float(normalize))
+    if normalize == 'positives':
+        norm = pos_mask.sum().to(w.dtype)
+    else:
+        norm = w.sum() if normalize == 'weight' else w.new_tensor(float(w.numel()))
+    # DDP averages gradients over ranks; reduce_mean makes each rank's denominator the global
+    # one over the world size, as mmdet does. No clamp at 1 (mmdet's habit for counts): a total
+    # weight below 1 (confidences of ~0.01 early in training) or fewer priors than GPUs would
+    # then turn the mean into a sum that depends on the per-GPU batch. Only an empty region
+    # (numerator 0) meets the eps floor, and gives 0.
+    return reduce_mean(norm.detach()).clamp(min=torch.finfo(norm.dtype).eps)
+
+
+def cross_key(ref: dict) -> tuple:
+    """What identifies a cross-head path in an edge side (its fields but the output)."""
+    return tuple(sorted((k, v) for k, v in ref.items() if k != 'output'))
+
+
+def split_levels(weight: Tensor, maps: list[Tensor]) -> list[Tensor]:
+    """Region weights ``Tensor[B, N]`` as per-level maps ``Tensor[B, 1, H_l, W_l]``."""
+    sizes = [tuple(m.shape[-2:]) for m in maps]
+    if weight.shape[1] != sum(h * w for h, w in sizes):
+        raise ValueError(f'the neck maps (sizes {sizes}) are not the head\'s levels '
+                         f'({weight.shape[1]} priors): a feature edge needs a neck output per '
+                         f'head level')
+    parts = weight.split([h * w for h, w in sizes], dim=1)
+    return [p.reshape(len(p), 1, h, w) for p, (h, w) in zip(parts, sizes)]

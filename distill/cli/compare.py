@@ -46,7 +46,7 @@ from distill.cli.train_distill import recipe_name
 from distill.compat import atomic_write
 from distill.curves import plot_grid_curves, read_scalars
 from distill.errors import DistillError
-from distill.files import hold_work_dir, read_json, release_work_dir
+from distill.files import UnreadableFileError, hold_work_dir, read_json, release_work_dir
 from distill.graph.teacher_cache import TeacherCacheError
 from distill.graph.teacher_cache_hook import check_deterministic
 
@@ -186,8 +186,8 @@ def teacher_metrics(args, options: dict) -> dict | None:
             raise _failure('teacher evaluation', code, log_path)
     metrics = read_json(out, 'teacher metrics')
     if not isinstance(metrics, dict) or not isinstance(metrics.get('metrics'), dict):
-        raise DistillError(f'teacher metrics {out!r} hold no "metrics" object: delete the file '
-                           f'to evaluate the teacher again')
+        raise UnreadableFileError(f'teacher metrics {out!r} hold no "metrics" object: delete '
+                                  f'the file to evaluate the teacher again')
     return metrics['metrics']
 
 

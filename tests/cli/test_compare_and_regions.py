@@ -65,3 +65,17 @@ def test_cfg_options_reach_each_run_as_given():
     parser = argparse.ArgumentParser()
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     assert parser.parse_args(['--cfg-options', *_options_args(opts)]).cfg_options == opts
+
+
+@pytest.mark.parametrize('payload', ['{}', '{"metrics": [1, 2]}', '[]', '{"metrics": {'])
+def test_teacher_metrics_file_without_metrics_is_refused(tmp_path, payload):
+    """A stale or broken teacher/metrics.json is named, as an unreadable file, not used."""
+    import argparse
+
+    from distill.files import UnreadableFileError
+    path = tmp_path / 'teacher' / 'metrics.json'
+    path.parent.mkdir()
+    path.write_text(payload)
+    args = argparse.Namespace(teacher='t.py', teacher_ckpt='t.pth', work_root=str(tmp_path))
+    with pytest.raises(UnreadableFileError, match=str(path)):
+        compare.teacher_metrics(args, {})

@@ -65,7 +65,8 @@ def focal_neg_sum(logits: Tensor, gamma: float = 2.0, alpha: float = 0.25) -> Te
     """
     if not _compiled(logits, gamma):
         return focal_neg_sum_reference(logits, gamma, alpha)
-    flat = logits.detach().reshape(-1, logits.shape[-1])
+    rows = logits.shape[:-1].numel()
+    flat = logits.detach().reshape(rows, logits.shape[-1])
     return torch.ops.distill.focal_neg_sum(flat, float(gamma), float(alpha)).view(
         logits.shape[:-1])
 

@@ -62,6 +62,7 @@ def test_wrapper_shapes_strides_and_threads():
     torch.testing.assert_close(focal_neg_sum(wide[..., ::2]),
                                focal_neg_sum_reference(wide[..., ::2]), rtol=1e-5, atol=0)
     assert focal_neg_sum(torch.zeros(0, 80)).shape == (0,)
+    assert torch.equal(focal_neg_sum(torch.zeros(3, 0)), torch.zeros(3))  # no classes
     leaf = logits.clone().requires_grad_()
     assert not focal_neg_sum(leaf).requires_grad
     # rows split across threads: each row's sum is the same on any thread count

@@ -129,6 +129,7 @@ at::Tensor focal_neg_sum_cpu(const at::Tensor& logits, double gamma, double alph
   TORCH_CHECK(gamma == 2.0, "focal_neg_sum: the kernel computes gamma = 2 only, got ", gamma);
   const at::Tensor x = logits.contiguous();
   const int64_t rows = x.size(0), classes = x.size(1);
+  if (classes == 0) return at::zeros({rows}, x.options());  // an empty sum
   at::Tensor out = at::empty({rows}, x.options());
   const float* px = x.data_ptr<float>();
   float* po = out.data_ptr<float>();

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from distill.ops.extension import compiled_enabled, load_extension
 
-_C, _UNAVAILABLE = load_extension()
+_C, _ = load_extension()
 
 
 def focal_neg_sum_reference(logits: Tensor, gamma: float = 2.0, alpha: float = 0.25) -> Tensor:

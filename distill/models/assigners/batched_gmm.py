@@ -102,8 +102,8 @@ def gmm_split_batched(scores: Tensor, valid: Tensor, *, max_iter: int = 100, tol
         if check_every and it % check_every == 0 and not bool(active.any()):
             break
         # E-step with the current parameters: log w_k + log N(x; mu_k, var_k), and its
-        # log-sum over the two components written out (torch.logsumexp is 6 ops, and this
-        # loop is most of APS's cost after the losses)
+        # log-sum over the two components written out (torch.logsumexp is 6 ops, and every
+        # op here is mostly dispatch overhead at APS's sizes)
         weighted = _log_prob(x, means, variances, log_weights)  # [G, M, 2]
         w0, w1 = weighted.unbind(-1)
         top = torch.maximum(w0, w1)

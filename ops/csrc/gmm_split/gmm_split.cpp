@@ -26,11 +26,18 @@ namespace {
 
 struct Mixture {
   double mean[2], var[2], log_w[2];
+  double log_norm[2];  // log w_k - log sqrt(2 pi var_k): once per parameter update, not per value
+
+  void parameters_changed() {
+    for (int k = 0; k < 2; ++k) {
+      log_norm[k] = log_w[k] - 0.5 * (std::log(2.0 * M_PI) + std::log(var[k]));
+    }
+  }
 
   // log w_k + log N(x; mean_k, var_k)
   double weighted(int k, double x) const {
     const double d = x - mean[k];
-    return log_w[k] - 0.5 * (std::log(2.0 * M_PI) + std::log(var[k])) - 0.5 * d * d / var[k];
+    return log_norm[k] - 0.5 * d * d / var[k];
   }
 };
 
@@ -47,6 +54,7 @@ void fit_group(const double* x, int64_t n, int64_t max_iter, double tol, double 
   g.mean[1] = hi;
   g.var[0] = g.var[1] = 1.0;
   g.log_w[0] = g.log_w[1] = std::log(0.5);
+  g.parameters_changed();
   // scikit-learn's guard on the component sums
   const double eps = 10 * std::numeric_limits<double>::epsilon();
   double lower_bound = -std::numeric_limits<double>::infinity();
@@ -83,6 +91,7 @@ void fit_group(const double* x, int64_t n, int64_t max_iter, double tol, double 
       g.var[k] = sv[k] / nk[k] + reg_covar;
       g.log_w[k] = std::log(nk[k] / static_cast<double>(n));
     }
+    g.parameters_changed();
     const bool converged = std::abs(bound - lower_bound) < tol;
     lower_bound = bound;
     if (converged) break;

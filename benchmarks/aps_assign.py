@@ -36,6 +36,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.busy import busy_core  # noqa: E402
 from distill.models.assigners import APSAssigner  # noqa: E402
 from distill.models.assigners.aps_reference import aps_assign_per_gt  # noqa: E402
 from distill.ops.extension import use_compiled  # noqa: E402
@@ -129,15 +130,19 @@ def main(argv=None) -> None:
     p.add_argument('--rounds', type=int, default=9)
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--busy', action='store_true',
+                   help='keep one core loaded by another process while timing')
     args = p.parse_args(argv)
     print(f'device {args.device}, torch threads {torch.get_num_threads()}, '
-          f'{args.rounds} rounds (+1 warm-up), medians')
+          f'{args.rounds} rounds (+1 warm-up), medians'
+          + (', one core kept busy (--busy)' if args.busy else ''))
     print('| shapes | batched (ms) | per-GT sklearn loop (ms) | per-GT / batched | range | '
           'torch ops only (ms) | per-GT / torch ops | same assignment | '
           'GTs with the same positives |')
     print('|---|---|---|---|---|---|---|---|---|')
     for shape in SHAPES:
-        r = run(shape, args.rounds, args.device, args.seed)
+        with busy_core(args.busy):
+            r = run(shape, args.rounds, args.device, args.seed)
         print(f"| {shape} | {r['batched']:.1f} | {r['per_gt']:.1f} | **{r['ratio']:.1f}x** | "
               f"{r['ratio_min']:.1f}-{r['ratio_max']:.1f} | {r['torch']:.1f} | "
               f"{r['ratio_torch']:.1f}x | {r['identical']} | {r['agree']}/{r['gts']} |",

@@ -172,6 +172,10 @@ def build_variant(name: str, recipe: str, ckpt: str, batch: int, device: str, pa
         wrapper = dict(cfg.optim_wrapper, type='AmpOptimWrapper', loss_scale='dynamic') if amp \
             else cfg.optim_wrapper
         optim = build_optim_wrapper(model, wrapper)
+    if cached:  # the cache keys each image by the dataset and pipeline it came from
+        from distill.config_files import base_dataset_cfg
+        from distill.graph.cache_key import tag_sources
+        tag_sources(base_dataset_cfg(cfg.train_dataloader.dataset), dataset)
     data = model.data_preprocessor(pseudo_collate([dataset[i] for i in range(batch)]), True)
     if name == 'cross_bound':
         return CrossBound(model, data), data, None

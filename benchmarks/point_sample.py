@@ -44,6 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import distill  # noqa: E402,F401
+from benchmarks.busy import busy_core  # noqa: E402
 from distill.ops.point_sample import (  # noqa: E402
     compiled_available,
     deform_conv_offsets,
@@ -179,15 +180,19 @@ def main(argv=None):
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--shapes', nargs='+', default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument('--no-step', action='store_true', help='skip the SALT-Net step')
+    parser.add_argument('--busy', action='store_true',
+                        help='keep one core loaded by another process while timing')
     args = parser.parse_args(argv)
     if not compiled_available(args.device):
         sys.exit(f'distill._C has no {args.device} kernels: build it first '
                  '(pip install --no-build-isolation -e .)')
-    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}')
-    for name in args.shapes:
-        bench_shapes(name, args.rounds, args.device)
-    if not args.no_step:
-        bench_step(args.rounds, args.device)
+    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}'
+          + (', one core kept busy (--busy)' if args.busy else ''))
+    with busy_core(args.busy):
+        for name in args.shapes:
+            bench_shapes(name, args.rounds, args.device)
+        if not args.no_step:
+            bench_step(args.rounds, args.device)
 
 
 if __name__ == '__main__':

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from distill.cli.common import base_dataset_cfg
+from distill.config_files import base_dataset_cfg
 
 
 def build_train_parts(cfg, num_images: int, seed: int = 0):

@@ -23,6 +23,7 @@ from distill.checkpoint import (
     state_dict_of,
 )
 from distill.compat import atomic_write
+from distill.config_files import read_config
 from distill.errors import ConfigError
 
 
@@ -73,8 +74,6 @@ def export_student(config: str, checkpoint: str, out_prefix: str) -> tuple[str, 
     Returns:
         tuple[str, str]: The checkpoint and config paths written (atomically).
     """
-    from distill.cli.common import read_config
-
     distill_cfg = read_config(config)
     ckpt = check_checkpoint(checkpoint)
     state = student_state(ckpt, checkpoint)

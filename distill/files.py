@@ -73,11 +73,38 @@ def check_output_path(path: str, what: str, directory: bool = True) -> None:
                               f'{folder!r}')
 
 
-def _rank() -> int:
-    try:
-        return int(os.environ.get('RANK', '0'))
-    except ValueError:
+#: Where each mmengine launcher's processes find their global rank before the process group
+#: exists (mmengine's ``init_dist`` sets ``RANK`` from these only when the Runner is built,
+#: after the work dir is held): torchrun's ``RANK``, Slurm's ``SLURM_PROCID``, Open MPI's
+#: ``OMPI_COMM_WORLD_RANK`` (MPICH / Intel MPI: ``PMI_RANK``).
+LAUNCHER_RANK_VARS = {'pytorch': ('RANK',), 'slurm': ('SLURM_PROCID',),
+                      'mpi': ('OMPI_COMM_WORLD_RANK', 'PMI_RANK')}
+
+
+def launcher_rank(launcher: str | None = None) -> int:
+    """This process's global rank under ``launcher`` (``'none'``, ``'pytorch'``, ``'slurm'``,
+    ``'mpi'``; None: whichever of their variables is set), 0 for a single process.
+
+    Read from the process group when it exists, else from the launcher's own variables
+    (:data:`LAUNCHER_RANK_VARS`), so that exactly one process of a launch holds the work dir
+    whatever the launcher.
+    """
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    if launcher == 'none':
         return 0
+    names = (LAUNCHER_RANK_VARS.get(launcher, ()) if launcher else
+             tuple(v for vs in LAUNCHER_RANK_VARS.values() for v in vs))
+    for name in names:
+        value = os.environ.get(name)
+        if value is not None:
+            try:
+                return int(value)
+            except ValueError:
+                raise WorkDirError(f'launcher {launcher or "(any)"}: environment variable '
+                                   f'{name}={value!r} is not a rank (an integer)') from None
+    return 0
 
 
 def _holder(fd: int) -> dict:
@@ -90,8 +117,24 @@ def _holder(fd: int) -> dict:
         return {'unreadable': raw[:80].decode('utf-8', 'replace')}
 
 
+def _owner(path: str) -> str:
+    """``user NAME (uid N)`` of a file, or ``an unknown user``."""
+    try:
+        uid = os.stat(path).st_uid
+    except OSError:
+        return 'an unknown user'
+    try:
+        import pwd
+        return f'user {pwd.getpwuid(uid).pw_name} (uid {uid})'
+    except (ImportError, KeyError):
+        return f'uid {uid}'
+
+
 def describe(holder: dict) -> str:
     """``pid P on host H, started T (command)`` of a lock file's record."""
+    if not holder:
+        # locked, record not yet written: the holder is between its flock and its record
+        return 'a run that has just started (its record is not written yet)'
     if 'unreadable' in holder:
         return f'an unreadable record {holder["unreadable"]!r}'
     started = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder.get('started', 0)))
@@ -118,15 +161,17 @@ def _in_use(work_dir: str, holder: dict, lock: str) -> WorkDirError:
                         f'file {lock})')
 
 
-def hold_work_dir(work_dir: str) -> None:
+def hold_work_dir(work_dir: str, launcher: str | None = None) -> None:
     """Hold ``work_dir`` for this process (created if missing); released at exit or by
     :func:`release_work_dir`. A second call for the same directory in this process is a no-op.
+    Under a launcher only the process of global rank 0 holds it (:func:`launcher_rank`).
 
     Raises:
         OutputPathError: the work dir cannot be created or written.
-        WorkDirError: another run holds it (named, with what to do).
+        WorkDirError: another run holds it (named, with what to do), or its lock file cannot
+            be opened (another user's).
     """
-    if _rank() != 0:
+    if launcher_rank(launcher) != 0:
         return
     check_output_path(work_dir, 'work dir')
     key = osp.realpath(work_dir)
@@ -134,7 +179,13 @@ def hold_work_dir(work_dir: str) -> None:
         return
     os.makedirs(work_dir, exist_ok=True)
     lock = osp.join(work_dir, LOCK_NAME)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except PermissionError:
+        owner = _owner(lock)
+        raise WorkDirError(f'work dir {work_dir!r}: its lock file {lock} cannot be opened for '
+                           f'writing (owned by {owner}; a run of another user?): give another '
+                           f'--work-dir, or remove the file if no run uses it') from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         locked = True

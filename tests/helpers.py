@@ -1,7 +1,10 @@
 """Small helpers shared by tests (real models and data, no mocks)."""
 
+from contextlib import contextmanager
+
 import torch
 from mmengine.dataset import pseudo_collate
+from mmengine.logging import MessageHub
 
 from distill.build import build_train_parts
 
@@ -30,6 +33,28 @@ def train_iterations(cfg, iterations=10, batch_size=2, subset=20, seed=0, on_ste
         ``on_step(model, log_vars)`` runs after each backward pass, before the optimizer step.
     """
     model, dataset, optim = build_train_parts(cfg, subset, seed)
+    with runner_epoch():
+        return _train_steps(model, dataset, optim, iterations, batch_size, on_step)
+
+
+@contextmanager
+def runner_epoch(epoch: int = 0):
+    """Stand in for the runner, which records the epoch in mmengine's MessageHub: heads that
+    schedule on it (TOOD's ``initial_epoch``) read it there. Yields ``set(epoch)``; the hub's
+    previous state is restored after."""
+    hub = MessageHub.get_current_instance()
+    had_epoch, old_epoch = 'epoch' in hub.runtime_info, hub.runtime_info.get('epoch')
+    hub.update_info('epoch', epoch)
+    try:
+        yield lambda value: hub.update_info('epoch', value)
+    finally:
+        if had_epoch:
+            hub.update_info('epoch', old_epoch)
+        else:
+            hub.pop_info('epoch', None)
+
+
+def _train_steps(model, dataset, optim, iterations, batch_size, on_step):
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     touched = dict.fromkeys(params, False)
     losses = []
@@ -50,6 +75,24 @@ def train_iterations(cfg, iterations=10, batch_size=2, subset=20, seed=0, on_ste
         optim.step()
         losses.append(float(loss))
     return losses, touched
+
+
+def train_checking_edges(cfg, iterations=2, batch_size=2, subset=4):
+    """:func:`train_iterations` with the teacher checked at every step
+    (:func:`teacher_checker`): every loss finite, every trainable parameter touched, and each
+    edge's loss finite and non-negative.
+
+    Returns:
+        tuple: ``seen`` (the last step's log variables) and ``touched``.
+    """
+    seen = {}
+    losses, touched = train_iterations(cfg, iterations=iterations, batch_size=batch_size,
+                                       subset=subset, on_step=teacher_checker(seen))
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert all(touched.values()), [n for n, t in touched.items() if not t]
+    for edge in cfg.model.edges:
+        assert 0 <= seen[f'loss_{edge["name"]}'] < float('inf'), edge['name']
+    return seen, touched
 
 
 def save_detector_checkpoint(config, path, seed=0, nan_in=None, options=None):

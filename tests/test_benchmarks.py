@@ -25,3 +25,37 @@ def test_cross_bound_times_input_gradients_through_the_frozen_teacher(tmp_path):
     for xc, xr in bound.inputs:  # both towers' inputs get a gradient
         assert xc.grad is not None and xc.grad.abs().sum() > 0
         assert xr.grad is not None and xr.grad.abs().sum() > 0
+
+
+def test_cache_size_measures_the_records_the_shapes_predict(tmp_path):
+    """benchmarks/cache_size.py's bytes per tap are the teacher's record sizes (head: class +
+    4 x (reg_max + 1) logits per location; neck: its channels), plus a small file header;
+    float16 half of them."""
+    import math
+
+    import cache_size
+    from mmdet.registry import MODELS
+    from mmengine.registry import init_default_scope
+
+    from distill.cli.train_distill import build_distill_config
+
+    init_default_scope('mmdet')
+    teacher = str(REPO / 'configs/tiny/gfl_l_digits.py')
+    ckpt = cache_size._teacher_checkpoint(teacher, str(tmp_path))
+    inputs, samples = cache_size._image(250, 200, 32)
+    assert tuple(inputs.shape[2:]) == (256, 224)  # padded up to the divisor
+    # kd reads the teacher's head; pkd its neck alone (the teacher's head does not run)
+    for recipe, tap in (('kd', 'head'), ('pkd', 'neck')):
+        cfg = build_distill_config(str(REPO / 'configs/tiny/gfl_s_digits.py'), recipe, teacher,
+                                   ckpt)
+        model = MODELS.build(cfg.model).eval()
+        head = model._teacher.bbox_head
+        locations = sum(math.ceil(256 / s[0]) * math.ceil(224 / s[0])
+                        for s in head.prior_generator.strides)
+        channels = dict(head=head.cls_out_channels + 4 * (head.reg_max + 1),
+                        neck=model._teacher.neck.out_channels)[tap]
+        for fp16, scale in ((False, 1), (True, 2)):
+            sizes = cache_size.tap_bytes(model, inputs, samples, fp16)
+            assert list(sizes) == [tap], (recipe, sizes)
+            expected = locations * channels * 4 // scale
+            assert expected <= sizes[tap] <= expected + 8192, (recipe, fp16, sizes)

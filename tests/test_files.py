@@ -13,7 +13,7 @@ import time
 import pytest
 
 from distill.checkpoint import CheckpointError, check_checkpoint
-from distill.cli.common import read_config
+from distill.config_files import read_config
 from distill.datasets.coco_json import load_coco_json
 from distill.errors import ConfigError, DatasetError, WorkDirError
 from distill.files import (
@@ -197,3 +197,99 @@ def test_test_py_with_a_text_file_as_checkpoint_is_one_line(tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: checkpoint '{text}' cannot be loaded (KeyError"), proc.stderr
     assert 'Traceback' not in proc.stderr
+
+
+# --- the hold under each launcher --------------------------------------------------------
+
+LAUNCH = """
+import sys, time
+sys.path.insert(0, {repo!r})
+from mmengine.config import Config
+from distill.cli.train import apply_run_options, parse_args
+cfg = Config(dict(work_dir={work_dir!r}, model=dict(type='GFL')))
+args = parse_args(['x.py', '--launcher', {launcher!r}])
+apply_run_options(cfg, args)  # what train.py and train_distill.py run before the Runner
+print('ok', flush=True)
+time.sleep(float(sys.argv[1]))
+"""
+
+# the variables each launcher gives its processes before mmengine's init_dist sets RANK
+LAUNCH_ENV = {'pytorch': lambda r: dict(RANK=str(r), WORLD_SIZE='2', LOCAL_RANK=str(r)),
+              'slurm': lambda r: dict(SLURM_PROCID=str(r), SLURM_NTASKS='2',
+                                      SLURM_LOCALID=str(r)),
+              'mpi': lambda r: dict(OMPI_COMM_WORLD_RANK=str(r), OMPI_COMM_WORLD_SIZE='2',
+                                    OMPI_COMM_WORLD_LOCAL_RANK=str(r))}
+
+
+@pytest.mark.parametrize('launcher', ['pytorch', 'slurm', 'mpi'])
+def test_a_two_process_launch_holds_the_work_dir_once(tmp_path, launcher):
+    """Both processes of a launch pass the hold at the same time; the record is rank 0's.
+    (With the rank read from RANK alone, the slurm and mpi ranks 1 were refused as 'in use by
+    another run'.)"""
+    work = tmp_path / 'run'
+    base = {k: v for k, v in os.environ.items()
+            if k not in ('RANK', 'SLURM_PROCID', 'OMPI_COMM_WORLD_RANK', 'PMI_RANK')}
+    code = LAUNCH.format(repo=str(REPO), work_dir=str(work), launcher=launcher)
+    procs = [subprocess.Popen([sys.executable, '-c', code, str(30 if r == 0 else 0)],
+                              env=dict(base, **LAUNCH_ENV[launcher](r)), cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for r in (0, 1)]
+    try:
+        assert procs[0].stdout.readline().strip() == 'ok', procs[0].stderr.read()[-2000:]
+        out, err = procs[1].communicate(timeout=120)  # rank 1 while rank 0 holds
+        assert procs[1].returncode == 0 and out.strip() == 'ok', err[-2000:]
+        assert json.loads((work / LOCK_NAME).read_text())['pid'] == procs[0].pid
+    finally:
+        procs[0].kill()
+        procs[0].wait()
+
+
+def test_launcher_rank_reads_each_launchers_variable(monkeypatch):
+    from distill.files import launcher_rank
+    for name in ('RANK', 'SLURM_PROCID', 'OMPI_COMM_WORLD_RANK', 'PMI_RANK'):
+        monkeypatch.delenv(name, raising=False)
+    assert launcher_rank('slurm') == 0 and launcher_rank(None) == 0
+    monkeypatch.setenv('SLURM_PROCID', '3')
+    assert launcher_rank('slurm') == 3 and launcher_rank('pytorch') == 0
+    assert launcher_rank('none') == 0 and launcher_rank(None) == 3
+    monkeypatch.setenv('PMI_RANK', '2')
+    assert launcher_rank('mpi') == 2
+    monkeypatch.setenv('OMPI_COMM_WORLD_RANK', 'x')
+    with pytest.raises(WorkDirError, match="launcher mpi: environment variable "
+                                           "OMPI_COMM_WORLD_RANK='x' is not a rank"):
+        launcher_rank('mpi')
+
+
+def test_a_lock_file_of_another_user_is_a_one_line_error(tmp_path, monkeypatch):
+    work = tmp_path / 'run'
+    work.mkdir()
+    (work / LOCK_NAME).write_text('')
+    real_open = os.open
+
+    def refuse(path, *args, **kwargs):  # what a non-root user meets (root bypasses modes)
+        if str(path).endswith(LOCK_NAME):
+            raise PermissionError(13, 'Permission denied', str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, 'open', refuse)
+    with pytest.raises(WorkDirError, match=r"work dir '.*run': its lock file .*\.distill\.lock "
+                                           r"cannot be opened for writing \(owned by (user "
+                                           r"\S+ \(uid \d+\)|uid \d+); a run of another user"):
+        hold_work_dir(str(work))
+
+
+def test_a_run_caught_between_its_lock_and_its_record_is_named(tmp_path):
+    import fcntl
+    work = tmp_path / 'run'
+    work.mkdir()
+    fd = os.open(work / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # locked, nothing written yet
+    try:
+        with pytest.raises(WorkDirError) as err:
+            hold_work_dir(str(work))
+        msg = str(err.value)
+        assert 'in use by another run: a run that has just started (its record is not ' \
+               'written yet)' in msg
+        assert 'pid None' not in msg and '1970' not in msg
+    finally:
+        os.close(fd)

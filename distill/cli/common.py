@@ -12,6 +12,7 @@ import warnings
 from mmengine.config import Config, DictAction
 
 from distill.checkpoint import CheckpointError, check_checkpoint  # noqa: F401  (re-exported)
+from distill.config_files import base_dataset_cfg, read_config  # noqa: F401  (re-exported)
 from distill.errors import ConfigError, DistillError, one_line
 from distill.paths import resolve_config
 
@@ -221,26 +222,6 @@ def load_config(path: str, cfg_options: dict | None = None, work_dir: str | None
     return cfg
 
 
-def read_config(path: str, what: str = 'config file') -> Config:
-    """``Config.fromfile`` with an error naming the file when it cannot be parsed."""
-    path = resolve_config(path, what)
-    try:
-        cfg = Config.fromfile(path)
-    except Exception as e:  # noqa: BLE001 (syntax errors, missing _base_, bad imports alike)
-        raise ConfigError(f'{what} {path!r} cannot be loaded ({type(e).__name__}: '
-                          f'{" ".join(str(e).split())[:300]}): fix the file') from e
-    if what == 'config file' and not isinstance(cfg.get('model'), dict):
-        raise ConfigError(f'{what} {path!r} has no model dict: not a detector config')
-    return cfg
-
-
-def base_dataset_cfg(dataset_cfg):
-    """The innermost dataset config under wrappers (``RepeatDataset``, ``ClassBalancedDataset``)."""
-    while 'dataset' in dataset_cfg:
-        dataset_cfg = dataset_cfg['dataset']
-    return dataset_cfg
-
-
 def build_plain_dataset(cfg: Config, split: str):
     """The ``split`` ('train' or 'val') dataset of ``cfg`` without random augmentation.
 
@@ -270,26 +251,66 @@ def _dataset_classes(dataset_cfg) -> tuple | None:
     return None
 
 
+def check_loaders(cfg: Config, path: str) -> None:
+    """Refuse dataloader settings torch's ``DataLoader`` cannot run (it would raise a raw
+    ``ValueError`` once the run is built): ``batch_size`` a whole number >= 1, ``num_workers``
+    a whole number >= 0, ``persistent_workers`` and ``prefetch_factor`` only with workers."""
+    def whole(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        spec = cfg.get(loader)
+        if not isinstance(spec, dict):
+            continue
+        batch, workers = spec.get('batch_size', 1), spec.get('num_workers', 0)
+        if not whole(batch) or batch < 1:
+            raise ConfigCheckError(f'{path}: {loader}.batch_size={batch!r} must be a whole '
+                                   f'number >= 1 (images per GPU)')
+        if not whole(workers) or workers < 0:
+            raise ConfigCheckError(f'{path}: {loader}.num_workers={workers!r} must be a whole '
+                                   f'number >= 0 (0: load in the main process)')
+        for key in ('persistent_workers', 'prefetch_factor'):
+            if workers == 0 and spec.get(key) not in (None, False):
+                raise ConfigCheckError(f'{path}: {loader}.{key}={spec.get(key)!r} needs '
+                                       f'{loader}.num_workers > 0 (it is 0): set '
+                                       f'{loader}.{key}={"False" if key[0] == "p" else "None"} '
+                                       f'or give workers')
+
+
 def check_config(cfg: Config, path: str) -> None:
     """Catch the config mistakes that otherwise fail late or silently.
 
-    Checks that the head's ``num_classes`` equals the number of classes of every dataloader's
-    dataset; mmdet would otherwise train a head whose extra outputs are never positive (or crash
-    on the first label index past the end).
+    Checks the dataloaders (:func:`check_loaders`) and that the head's ``num_classes`` equals
+    the number of classes of every dataloader's dataset; mmdet would otherwise train a head
+    whose extra outputs are never positive (or crash on the first label index past the end).
     """
-    head = cfg.model.get('bbox_head') or {}
-    num_classes = head.get('num_classes')
-    if num_classes is None:
-        return
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        if cfg.get(loader) is None:
-            continue
-        classes = _dataset_classes(cfg[loader].dataset)
-        if classes is not None and len(classes) != num_classes:
-            raise ConfigCheckError(
-                f'{path}: model.bbox_head.num_classes={num_classes} but '
-                f'{loader}.dataset has {len(classes)} classes {classes}: set '
-                f'model.bbox_head.num_classes={len(classes)} or the dataset\'s metainfo.classes')
+    check_loaders(cfg, path)
+    for field, num_classes in _class_counts(cfg.model):
+        for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+            if cfg.get(loader) is None:
+                continue
+            classes = _dataset_classes(cfg[loader].dataset)
+            if classes is not None and len(classes) != num_classes:
+                raise ConfigCheckError(
+                    f'{path}: {field}={num_classes} but {loader}.dataset has {len(classes)} '
+                    f'classes {classes}: set {field}={len(classes)} or the dataset\'s '
+                    f'metainfo.classes')
+
+
+def _class_counts(model) -> list[tuple[str, int]]:
+    """``(field, num_classes)`` of the model's class heads: a dense ``bbox_head``, a two-stage
+    detector's ``roi_head.bbox_head`` (a list of them in a cascade); not the RPN's (1 class)."""
+    found = []
+    head = model.get('bbox_head') or {}
+    if head.get('num_classes') is not None:
+        found.append(('model.bbox_head.num_classes', head['num_classes']))
+    roi = (model.get('roi_head') or {}).get('bbox_head')
+    stages = roi if isinstance(roi, (list, tuple)) else [roi]
+    for i, stage in enumerate(stages):
+        if stage and stage.get('num_classes') is not None:
+            index = f'[{i}]' if isinstance(roi, (list, tuple)) else ''
+            found.append((f'model.roi_head.bbox_head{index}.num_classes', stage['num_classes']))
+    return found
 
 
 def coco_row(metrics: dict, prefix: str = 'coco/') -> dict:

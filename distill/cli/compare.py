@@ -13,7 +13,16 @@ Each run trains in its own process (``tools/train_distill.py``) into
 interrupted one resumes from its last checkpoint. The teacher is evaluated once. Writes
 ``<work-root>/comparison.{md,csv,png}``: mean and sample std over seeds of AP .. APl, the
 difference to ``none`` and that difference in units of the standard deviation of a difference
-of two runs, ``sqrt(sd_recipe^2 + sd_none^2)``.
+of two runs, ``sqrt(sd_recipe^2 + sd_none^2)``, with its Welch 95 % interval, and the paired
+difference: a seed fixes the student's initial weights and data order whatever the recipe, so
+the per-seed differences to ``none`` have their own mean, sd and t interval
+(:mod:`distill.cli.compare_tables`).
+
+Several budgets (``--epochs 6 12 24``): each is its own schedule (milestones scaled) and its own
+grid under ``<work-root>/e<N>/`` with its tables; a finished run of the single-budget layout
+that trained N epochs is read for budget N. Then ``<work-root>/schedule.{md,csv,png}``: each
+recipe's ΔAP vs ``none`` per budget and whether the shortest budget ranks the recipes as the
+longest (Kendall's tau-b, the best recipe).
 
 The runs that read a teacher share one teacher-output cache (``--teacher-cache``, default
 ``auto``: on where the student's train pipeline has no random transform): the teacher runs on
@@ -23,25 +32,16 @@ each image once for the whole grid (docs/teacher_cache.md).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import math
 import os
 import os.path as osp
-import statistics
 import subprocess
 import sys
 import time
 
-from distill.cli.common import (
-    COCO_KEYS,
-    COCO_NAMES,
-    add_cfg_options,
-    cli,
-    coco_row,
-    read_config,
-)
+from distill.cli.common import COCO_KEYS, add_cfg_options, cli, read_config
 from distill.cli.common import scaled_schedule as common_scaled_schedule
+from distill.cli.compare_tables import summarise, write_schedule, write_tables
 from distill.cli.train_distill import recipe_name
 from distill.compat import atomic_write
 from distill.curves import plot_grid_curves, read_scalars
@@ -49,6 +49,7 @@ from distill.errors import DistillError
 from distill.files import UnreadableFileError, hold_work_dir, read_json, release_work_dir
 from distill.graph.teacher_cache import TeacherCacheError
 from distill.graph.teacher_cache_hook import check_deterministic
+from distill.reproduce import environment
 
 
 class RunFailedError(DistillError):
@@ -112,17 +113,32 @@ def _options_args(options: dict) -> list[str]:
     return [f'{k}={_option_value(v)}' for k, v in options.items()]
 
 
-def run_one(args, recipe: str, seed: int, options: dict) -> dict:
-    """Train one (recipe, seed) unless it has finished; returns its ``coco/*`` metrics."""
-    work_dir = run_dir(args.work_root, recipe, seed)
+def legacy_run(args, recipe: str, seed: int, epochs: int | None) -> str | None:
+    """A finished run of the single-budget layout (``<work_root>/<recipe>/seed<k>``) that
+    trained ``epochs`` epochs: read by a multi-budget grid instead of training it again (its
+    ``epochs``, or for runs recorded before that key, the epoch of its last validation)."""
+    final = osp.join(run_dir(args.work_root, recipe, seed), 'final_metrics.json')
+    if epochs is None or not osp.isfile(final):
+        return None
+    metrics = read_json(final, 'finished run\'s metrics')
+    return final if metrics.get('epochs', metrics.get('step')) == epochs else None
+
+
+def run_one(args, recipe: str, seed: int, options: dict, root: str | None = None,
+            epochs: int | None = None) -> dict:
+    """Train one (recipe, seed) under ``root`` (default ``args.work_root``) for ``epochs``
+    (default ``args.epochs``) unless it has finished; returns its ``coco/*`` metrics."""
+    root = root or args.work_root
+    epochs = epochs if epochs is not None else _single(args.epochs)
+    work_dir = run_dir(root, recipe, seed)
     final = osp.join(work_dir, 'final_metrics.json')
     if osp.isfile(final):
         return read_json(final, 'finished run\'s metrics')
     os.makedirs(work_dir, exist_ok=True)
     cmd = _tool('train_distill') + ['--student', args.student, '--recipe', recipe,
                                     '--work-dir', work_dir, '--seed', str(seed)]
-    if args.epochs:
-        cmd += ['--epochs', str(args.epochs)]
+    if epochs:
+        cmd += ['--epochs', str(epochs)]
     if recipe != 'none' and args.teacher:  # (self-distillation recipes need no teacher)
         cmd += ['--teacher', args.teacher, '--teacher-ckpt', args.teacher_ckpt]
         if args.teacher_cache == 'on':
@@ -143,8 +159,20 @@ def run_one(args, recipe: str, seed: int, options: dict) -> dict:
               f'val set; counted as AP 0', flush=True)
         metrics = coco_zeros()
     metrics['wall_s'] = round(time.time() - t0, 1)
+    metrics['epochs'] = epochs
+    # the student started from the seed's shared weights (distill.graph.rng): a pair with
+    # the same seed's `none` run
+    metrics['paired_init'] = True
+    metrics['reproduce'] = environment()  # versions, threads, commit (docs/reliability.md)
     atomic_write(json.dumps(metrics, indent=2), final)
     return metrics
+
+
+def _single(epochs):
+    """The one budget of ``--epochs`` (None: the config's schedule, or several budgets)."""
+    if isinstance(epochs, (list, tuple)):
+        return epochs[0] if len(epochs) == 1 else None
+    return epochs
 
 
 def cache_mode(args, options: dict) -> str:
@@ -191,95 +219,6 @@ def teacher_metrics(args, options: dict) -> dict | None:
     return metrics['metrics']
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample sd of the non-NaN values (NaN where undefined)."""
-    vals = [v for v in values if not math.isnan(v)]
-    if not vals:
-        return float('nan'), float('nan')
-    return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else float('nan')
-
-
-def summarise(results: dict[str, list[dict]]) -> dict[str, dict]:
-    """Per recipe: ``n``, ``<metric>`` mean and ``<metric>_sd`` over seeds (percent)."""
-    out = {}
-    for recipe, runs in results.items():
-        rows = [coco_row(r) for r in runs]
-        summary = {'n': len(rows)}
-        for name in COCO_NAMES:
-            summary[name], summary[f'{name}_sd'] = _mean_std([r[name] for r in rows])
-        out[recipe] = summary
-    return out
-
-
-def _fmt(mean: float, sd: float) -> str:
-    if math.isnan(mean):
-        return 'n/a'
-    return f'{mean:.1f}' if math.isnan(sd) else f'{mean:.1f} ± {sd:.1f}'
-
-
-def write_tables(summary: dict, teacher: dict | None, prefix: str, title: str) -> str:
-    """Write ``prefix.md``/``.csv``/``.png``; returns the Markdown table."""
-    base = summary.get('none')
-    head = ['model', 'seeds'] + list(COCO_NAMES) + ['ΔAP vs none', 'Δ / sd']
-    lines = [f'**{title}**', '', '| ' + ' | '.join(head) + ' |',
-             '|' + '|'.join(['---'] * len(head)) + '|']
-    csv_rows = []
-    if teacher is not None:
-        row = coco_row(teacher)
-        lines.append('| teacher | 1 | ' + ' | '.join(_fmt(row[k], float('nan'))
-                                                    for k in COCO_NAMES) + ' | | |')
-        csv_rows.append(dict(model='teacher', seeds=1, **row))
-    for recipe, s in summary.items():
-        delta = z = ''
-        if base is not None and recipe != 'none':
-            d = s['AP'] - base['AP']
-            sd = math.sqrt((s['AP_sd'] ** 2 if s['n'] > 1 else 0)
-                           + (base['AP_sd'] ** 2 if base['n'] > 1 else 0))
-            delta = f'{d:+.1f}'
-            z = f'{d / sd:+.1f}' if sd > 0 else 'n/a'
-        label = 'student (none)' if recipe == 'none' else f'student + {recipe}'
-        lines.append(f'| {label} | {s["n"]} | '
-                     + ' | '.join(_fmt(s[k], s[f'{k}_sd']) for k in COCO_NAMES)
-                     + f' | {delta} | {z} |')
-        csv_rows.append(dict(model=recipe, seeds=s['n'],
-                             **{k: s[k] for k in COCO_NAMES},
-                             **{f'{k}_sd': s[f'{k}_sd'] for k in COCO_NAMES}))
-    table = '\n'.join(lines) + '\n'
-    with open(prefix + '.md', 'w') as f:
-        f.write(table)
-    fields = ['model', 'seeds'] + list(COCO_NAMES) + [f'{k}_sd' for k in COCO_NAMES]
-    with open(prefix + '.csv', 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        for row in csv_rows:
-            writer.writerow({k: (f'{v:.2f}' if isinstance(v, float) else v)
-                             for k, v in row.items()})
-    _bar_chart(summary, teacher, prefix + '.png', title)
-    return table
-
-
-def _bar_chart(summary: dict, teacher: dict | None, path: str, title: str) -> None:
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
-    names = list(summary)
-    means = [summary[n]['AP'] for n in names]
-    sds = [0 if math.isnan(summary[n]['AP_sd']) else summary[n]['AP_sd'] for n in names]
-    fig, ax = plt.subplots(figsize=(1.4 * len(names) + 2, 3.6), dpi=120)
-    ax.bar(names, means, yerr=sds, capsize=4, color='#4c72b0')
-    if teacher is not None:
-        ax.axhline(coco_row(teacher)['AP'], color='#c44e52', ls='--', label='teacher')
-        ax.legend(loc='lower right')
-    lo = min(means) - 3 * max(sds + [1.0])
-    ax.set_ylim(max(0.0, lo), None)
-    ax.set_ylabel('COCO AP (mean ± sd over seeds)')
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Run/collect a recipes x seeds grid.')
     parser.add_argument('--student', required=True, help='student config (mmdet detector)')
@@ -292,8 +231,10 @@ def parse_args(argv=None):
                              '(default: %(default)s)')
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2],
                         help='one run per recipe and seed (default: %(default)s)')
-    parser.add_argument('--epochs', type=int,
-                        help='shorten the student schedule (milestones scaled)')
+    parser.add_argument('--epochs', type=int, nargs='+',
+                        help='train the student for N epochs (milestones scaled); several '
+                             'values: one grid per budget under WORK_ROOT/e<N>/ and a schedule '
+                             'table over them (WORK_ROOT/schedule.{md,csv,png})')
     parser.add_argument('--val-interval', type=int,
                         help='evaluate every K epochs (default: only the last epoch when '
                              '--epochs is given, else the config\'s val_interval)')
@@ -319,46 +260,98 @@ def main(argv=None) -> str:
         release_work_dir(args.work_root)
 
 
+def budgets(args) -> list[int | None]:
+    """The budgets of the grid: ``--epochs`` values, or the config's schedule (None)."""
+    epochs = args.epochs
+    if epochs is None or epochs == []:
+        return [None]
+    return list(epochs) if isinstance(epochs, (list, tuple)) else [epochs]
+
+
 def run_grid(args) -> str:
-    """Train the missing runs of the grid, then write and return its table."""
-    options = {}
-    if args.val_interval or args.epochs:
-        # by default only the last epoch is evaluated (evaluation is a large part of a tiny run)
-        options['train_cfg.val_interval'] = args.val_interval or args.epochs
-    options.update(args.cfg_options or {})
-    args.teacher_cache = cache_mode(args, options)
-    grid = [(r, s) for r in args.recipes for s in args.seeds]
-    results: dict[str, list[dict]] = {recipe_name(r): [] for r in args.recipes}
+    """Train the missing runs of the grid (every budget), then write and return its tables."""
+    plan = budgets(args)
+    if len(set(plan)) != len(plan):
+        raise DistillError(f'--epochs {" ".join(map(str, plan))}: a budget is given twice')
+    multi = len(plan) > 1
+    base_options = dict(args.cfg_options or {})
+    args.teacher_cache = cache_mode(args, base_options)
     t_all = time.time()
+    summaries, tables = {}, []
+    for epochs in plan:
+        options = {}
+        if args.val_interval or epochs:
+            # by default only the last epoch is evaluated (evaluation is a large part of a
+            # tiny run)
+            options['train_cfg.val_interval'] = args.val_interval or epochs
+        options.update(base_options)
+        root = osp.join(args.work_root, f'e{epochs}') if multi else args.work_root
+        results = train_budget(args, epochs, root, options, multi, t_all)
+        teacher = teacher_metrics(args, options)
+        title = args.title or (f'{osp.basename(args.student)} on its val split, '
+                               f'{len(args.seeds)} seed(s)'
+                               + (f', {epochs} epochs' if epochs else ''))
+        if multi and args.title:
+            title = f'{args.title}, {epochs} epochs'
+        os.makedirs(root, exist_ok=True)
+        summary = summarise(results)
+        summaries[epochs] = summary
+        table = write_tables(summary, teacher, osp.join(root, 'comparison'), title)
+        runs = {}
+        for r in args.recipes:
+            dirs = [_finished_dir(args, root, r, s, epochs, multi) for s in args.seeds]
+            runs[recipe_name(r)] = [d for d in dirs
+                                    if osp.isfile(osp.join(d, 'final_metrics.json'))]
+        plot_grid_curves({k: v for k, v in runs.items() if v},
+                         osp.join(root, 'comparison_curves.png'), title)
+        print(table, flush=True)
+        print(f'[compare] wrote {osp.join(root, "comparison")}.{{md,csv,png}} and '
+              f'comparison_curves.png ({time.time() - t_all:.0f} s)', flush=True)
+        tables.append(table)
+    if multi:
+        title = args.title or f'{osp.basename(args.student)}: ΔAP vs none per training budget'
+        md = write_schedule(summaries, teacher, osp.join(args.work_root, 'schedule'), title)
+        print(md, flush=True)
+        print(f'[compare] wrote {osp.join(args.work_root, "schedule")}.{{md,csv,png}}',
+              flush=True)
+        tables.append(md)
+    return '\n'.join(tables)
+
+
+def _finished_dir(args, root, recipe, seed, epochs, multi) -> str:
+    """Where a run's results are: its budget's folder, or a legacy run it reuses."""
+    here = run_dir(root, recipe, seed)
+    if multi and not osp.isfile(osp.join(here, 'final_metrics.json')):
+        legacy = legacy_run(args, recipe, seed, epochs)
+        if legacy:
+            return osp.dirname(legacy)
+    return here
+
+
+def train_budget(args, epochs, root, options, multi, t_all) -> dict[str, dict[int, dict]]:
+    """Train (or reuse) every (recipe, seed) of one budget; ``{recipe: {seed: metrics}}``."""
+    grid = [(r, s) for r in args.recipes for s in args.seeds]
+    results: dict[str, dict[int, dict]] = {recipe_name(r): {} for r in args.recipes}
+    label = f'{epochs} epochs: ' if multi else ''
     for i, (recipe, seed) in enumerate(grid, 1):
-        final = osp.join(run_dir(args.work_root, recipe, seed), 'final_metrics.json')
+        where = _finished_dir(args, root, recipe, seed, epochs, multi)
+        final = osp.join(where, 'final_metrics.json')
         if args.collect_only and not osp.isfile(final):
-            print(f'[compare] {recipe} seed {seed}: not finished, left out', flush=True)
+            print(f'[compare] {label}{recipe} seed {seed}: not finished, left out', flush=True)
             continue
-        state = 'reused' if osp.isfile(final) else 'training'
-        print(f'[compare] ({i}/{len(grid)}) {recipe} seed {seed}: {state} ...', flush=True)
+        state = ('reused' + (' (single-budget layout)' if where != run_dir(root, recipe, seed)
+                             else '')) if osp.isfile(final) else 'training'
+        print(f'[compare] {label}({i}/{len(grid)}) {recipe} seed {seed}: {state} ...',
+              flush=True)
         t0 = time.time()
-        metrics = run_one(args, recipe, seed, options)
-        results[recipe_name(recipe)].append(metrics)
+        if osp.isfile(final):
+            metrics = read_json(final, 'finished run\'s metrics')
+        else:
+            metrics = run_one(args, recipe, seed, options, root, epochs)
+        results[recipe_name(recipe)][seed] = metrics
         print(f'[compare]   AP {100 * metrics["coco/bbox_mAP"]:.1f} '
               f'({time.time() - t0:.0f} s; {time.time() - t_all:.0f} s so far)', flush=True)
-    results = {r: v for r, v in results.items() if v}
-    teacher = teacher_metrics(args, options)
-    title = args.title or (f'{osp.basename(args.student)} on its val split, '
-                           f'{len(args.seeds)} seed(s)'
-                           + (f', {args.epochs} epochs' if args.epochs else ''))
-    table = write_tables(summarise(results), teacher, osp.join(args.work_root, 'comparison'),
-                         title)
-    runs = {recipe_name(r): [run_dir(args.work_root, r, s) for s in args.seeds
-                             if osp.isfile(osp.join(run_dir(args.work_root, r, s),
-                                                    'final_metrics.json'))]
-            for r in args.recipes}
-    plot_grid_curves({k: v for k, v in runs.items() if v},
-                     osp.join(args.work_root, 'comparison_curves.png'), title)
-    print(table, flush=True)
-    print(f'[compare] wrote {osp.join(args.work_root, "comparison")}.{{md,csv,png}} and '
-          f'comparison_curves.png ({time.time() - t_all:.0f} s)', flush=True)
-    return table
+    return {r: v for r, v in results.items() if v}
 
 
 cli_main = cli(main)

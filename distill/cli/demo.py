@@ -31,7 +31,7 @@ import sys
 import time
 
 from distill.cli import compare
-from distill.cli.common import cli
+from distill.cli.common import cli, read_config
 from distill.compat import atomic_write
 from distill.datasets.cache import sha256_file
 from distill.errors import CheckpointError
@@ -145,11 +145,12 @@ def main(argv=None):
     else:
         ckpt = shipped_teacher()
     t_teacher = time.time() - t0
+    full = read_config(STUDENT).train_cfg.max_epochs  # the student's own schedule
     grid = ['--student', STUDENT, '--teacher', TEACHER, '--teacher-ckpt', ckpt,
             '--recipes', *args.recipes, '--seeds', *map(str, args.seeds),
             '--work-root', work_dir, '--teacher-cache', args.teacher_cache,
             '--title', f'digits-scenes val: tiny GFL R50 teacher -> R18 student, '
-                       f'{1 if args.quick else args.epochs} student epoch(s), '
+                       f'{1 if args.quick else args.epochs} of {full} student epochs, '
                        f'{len(args.seeds)} seed(s)' + (' (--quick: smoke test)' * args.quick)]
     grid += ['--epochs', '1' if args.quick else str(args.epochs)]
     if not args.quick:  # AP every 2 epochs for the curves (about 8 s per evaluation)
@@ -158,6 +159,11 @@ def main(argv=None):
         grid += options[2:]
     compare.main(grid)
     print(f'[demo] done in {time.time() - t0:.0f} s wall (teacher: {t_teacher:.0f} s)', flush=True)
+    if not args.quick and args.epochs < full:
+        print(f'[demo] this table is a {args.epochs}-epoch screen of a {full}-epoch schedule: at '
+              f'{args.epochs} epochs it measures how fast a recipe makes the student converge as '
+              f'much as what it gains at the end. The full-schedule comparison (3 seeds, paired) '
+              f'is in docs/results_schedule_digits.md.', flush=True)
     if args.quick:
         print('(--quick: one epoch on 32 images, a smoke test of the pipeline; AP near 0 is '
               'expected. `make demo` runs the real thing.)')

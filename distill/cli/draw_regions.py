@@ -9,7 +9,8 @@ One panel per FPN level: the image, its GT boxes (white), and a square of the le
 on every prior of the valuable localization region (orange: LD paper Algorithm 1, which keeps
 the positives) and of the main region over it (green: the student's ATSS positives; a positive
 inside the VLR shows both colours mixed). The regions come from
-the same graph code as training (the student's own label assignment, its priors).
+the same graph code as training (the student's own label assignment, its priors), for any
+dense head; a location is coloured where any of its priors (RetinaNet: 9 anchors) is in.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 from mmengine.dataset import pseudo_collate
 
 import distill  # noqa: F401  (compat fixes + registries)
-from distill.cli.common import build_plain_dataset, cli, load_config
+from distill.cli.common import ConfigCheckError, build_plain_dataset, cli, load_config
 from distill.files import check_output_path
 
 COLORS = {'main': (0.1, 0.8, 0.2), 'vlr': (1.0, 0.55, 0.0)}
@@ -33,11 +34,18 @@ def region_masks(cfg, checkpoint: str | None, split: str, index: int, gamma: flo
     """The image (RGB uint8), GT boxes, per-level priors/strides and the two region masks."""
     from distill.checkpoint import load_weights_strict
     from distill.graph import DistillGraph
+    from distill.graph.outputs import priors_per_location
 
+    if not cfg.model.get('bbox_head'):
+        raise ConfigCheckError(
+            f'{cfg.filename}: draw_regions draws regions over a dense head\'s priors, but '
+            f'{cfg.model.get("type")} has no model.bbox_head (feature methods on it weight the '
+            f'neck\'s cells: AllRegion, GTBoxRegion, FGDRegion)')
     item = build_plain_dataset(cfg, split)[index]  # no random flip: a clear picture
     # Self-distillation wiring (the teacher side reads the student): regions need no teacher.
-    edges = [dict(name=name, loss=dict(type='LDLoss'), student=dict(output='box_dist'),
-                  teacher=dict(output='box_dist', of='student'), region=region)
+    # Class logits: every dense head declares them (the loss value is not used).
+    edges = [dict(name=name, loss=dict(type='KDLoss'), student=dict(output='cls_logits'),
+                  teacher=dict(output='cls_logits', of='student'), region=region)
              for name, region in (('main', dict(type='MainRegion', weight='ones')),
                                   ('vlr', dict(type='VLRRegion', gamma=gamma)))]
     graph = DistillGraph(architecture=cfg.model, edges=edges)
@@ -55,8 +63,11 @@ def region_masks(cfg, checkpoint: str | None, split: str, index: int, gamma: flo
     image = item['inputs'].permute(1, 2, 0).numpy()[..., ::-1]  # BGR -> RGB
     gts = item['data_samples'].gt_instances.bboxes
     gts = gts.tensor if hasattr(gts, 'tensor') else gts
+    # A location is drawn where any of its A priors (RetinaNet: 9 anchors) is in the region;
+    # rows are location-major, anchor-minor (mmdet's order).
+    a = priors_per_location(head)
     return (np.ascontiguousarray(image), gts.numpy(), sizes, strides,
-            {k: v[0].numpy() > 0 for k, v in graph.last_regions.items()})
+            {k: (v[0] > 0).reshape(-1, a).any(-1).numpy() for k, v in graph.last_regions.items()})
 
 
 def draw(image, gts, sizes, strides, masks, out: str, title: str) -> None:
@@ -111,8 +122,8 @@ def main(argv=None):
     draw(image, gts, sizes, strides, masks, args.out,
          f'{name}: distillation regions of {args.split} image {args.index} '
          f'(gamma = {args.gamma})')
-    print(f'wrote {args.out}: main {int(masks["main"].sum())} priors, '
-          f'VLR {int(masks["vlr"].sum())} priors, {len(gts)} GT boxes')
+    print(f'wrote {args.out}: main {int(masks["main"].sum())} locations, '
+          f'VLR {int(masks["vlr"].sum())} locations, {len(gts)} GT boxes')
     return masks
 
 

@@ -67,7 +67,7 @@ def apply_run_options(cfg, args) -> dict | None:
     custom = list(cfg.get('custom_hooks') or [])
     if not any(h.get('type') == 'TrainingCurvesHook' for h in custom):
         cfg.custom_hooks = custom + [dict(type='TrainingCurvesHook')]
-    hold_work_dir(cfg.work_dir)  # a second run there is refused from here on
+    hold_work_dir(cfg.work_dir, cfg.launcher)  # a second run there is refused from here on
     return check_before_run(cfg, force=getattr(args, 'force_resume', False))
 
 

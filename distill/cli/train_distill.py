@@ -37,6 +37,7 @@ from distill.cli.train import add_run_arguments, held_runner, train_and_release
 from distill.datasets.cache import sha256_file
 from distill.errors import ConfigError, RecipeError
 from distill.graph.algorithm import DEFAULT_STUDENT_TAPS, DEFAULT_TEACHER_TAPS
+from distill.graph.inherit import check_inherit
 from distill.graph.recipe_check import check_edges, reads_teacher
 from distill.graph.teacher_cache_hook import check_deterministic
 from distill.paths import find_resource, recipe_dir
@@ -159,9 +160,25 @@ def build_distill_config(student: str, recipe: str, teacher: str | None = None,
         graph.update(teacher=dict(teacher_cfg.model, _scope_='mmdet'), teacher_ckpt=teacher_ckpt,
                      pair_names=(cfg.filename, teacher_cfg.filename))
         record.update(teacher=teacher_cfg.filename, teacher_ckpt=teacher_ckpt)
+    inherit = recipe_inherit(files)
+    if inherit:  # FGD's inheriting start: a different start, recorded with the run
+        graph['inherit_from_teacher'] = inherit
+        record['inherit_from_teacher'] = inherit
     cfg.model = ConfigDict(graph)
     cfg.distill = record
     return cfg
+
+
+def recipe_inherit(files: list[str]) -> list[str]:
+    """The student modules the recipes initialise from the teacher's (their
+    ``inherit_from_teacher``, e.g. ``fgd_inherit``: ``['neck', 'bbox_head']``), in order,
+    each once."""
+    out: list[str] = []
+    for path in files:
+        names = check_inherit(read_config(path, 'recipe file').get('inherit_from_teacher', ()),
+                              path)
+        out += [n for n in names if n not in out]
+    return out
 
 
 def parse_args(argv=None):

@@ -8,11 +8,15 @@ Without edges the graph is the plain student; an edge whose teacher side says
 ``of='student'`` reads the student itself, detached (self-distillation, e.g. SDR), and composes
 with edges from an external teacher in the same run.
 
-The teacher runs only ``extract_feat`` and its head's ``forward``, in eval mode under
-``no_grad``: no teacher loss and no teacher label assignment (mmrazor's ``SingleTeacherDistill``
-runs both and discards them). It is held outside the module tree: it is not in the optimizer,
-not in checkpoints (it is reloaded from ``teacher_ckpt``), not wrapped by DDP, and not touched
-by ``init_weights``.
+The teacher runs only ``extract_feat`` and, where an edge or a region reads it, its head's
+``forward``, in eval mode under ``no_grad``: no teacher loss and no teacher label assignment
+(mmrazor's ``SingleTeacherDistill`` runs both and discards them). It is held outside the
+module tree: it is not in the optimizer, not in checkpoints (it is reloaded from
+``teacher_ckpt``), not wrapped by DDP, and not touched by ``init_weights``.
+
+Any detector with a neck is a node for feature edges, two-stage ones (no ``bbox_head``: Faster
+R-CNN) included; head outputs and the regions built on a head need a dense head
+(:mod:`distill.graph.nodes`).
 """
 
 from __future__ import annotations
@@ -27,31 +31,34 @@ from mmrazor.registry import MODELS, TASK_UTILS
 from torch import Tensor, nn
 
 from distill.checkpoint import load_weights_strict
-from distill.errors import DistillError
+from distill.errors import ConfigError, DistillError
 from distill.graph import cross
 from distill.graph.edges import cross_key, edge_normaliser, read_tap, split_levels
-from distill.graph.output_check import check_outputs, check_tap_sources
+from distill.graph.finite import NonFiniteLossError, check_finite  # noqa: F401 (re-export)
+from distill.graph.inherit import check_inherit, inherit_from_teacher
+from distill.graph.nodes import node_taps, region_context, runs_head
+from distill.graph.output_check import check_outputs, check_regions, check_tap_sources
 from distill.graph.outputs import (
     ASSIGN_TAP,
     HEAD_TAP,
     NECK_TAP,
     flat_priors_and_strides,
+    flatten_raw,
     flatten_record,
-    head_outputs,
     model_outputs,
 )
 from distill.graph.pair_check import check_pair
 from distill.graph.recipe_check import check_edges, reads_teacher
-from distill.regions.base import RegionContext, flatten_levels
+from distill.graph.rng import own_stream
+from distill.graph.weight_schedule import edge_factor, schedules_of, training_progress
+from distill.regions.base import RegionContext
 
-#: Taps every graph installs: the head's forward and its label assignment (``get_targets``).
-#: Edges read them through the head's named outputs (:mod:`distill.graph.outputs`).
+#: Default taps: the head's forward and its label assignment (``get_targets``). Edges read
+#: them through the head's named outputs (:mod:`distill.graph.outputs`). A student without a
+#: dense head records its neck instead; a teacher's head only where something reads it
+#: (:func:`~distill.graph.nodes.node_taps`).
 DEFAULT_STUDENT_TAPS = dict(head=HEAD_TAP, assign=ASSIGN_TAP)
 DEFAULT_TEACHER_TAPS = dict(head=HEAD_TAP)
-class NonFiniteLossError(DistillError, FloatingPointError):
-    """A loss became NaN or infinite; the message names the edge."""
-
-
 def _in_scope(cfg, scope: str):
     """``cfg`` with ``_scope_`` defaulting to ``scope`` (dicts only; modules pass through)."""
     if isinstance(cfg, dict) and '_scope_' not in cfg and '.' not in str(cfg.get('type', '')):
@@ -94,13 +101,17 @@ class DistillGraph(BaseAlgorithm):
             Where the student's and the teacher's channels differ (a cross-head path, the
             neck), a 1x1 adapter is trained with the student (``adapters``; not exported).
         student_taps (dict, optional): Extra mmrazor recorder configs on the student (raw
-            tap references; :data:`DEFAULT_STUDENT_TAPS` are always installed).
+            tap references; :data:`DEFAULT_STUDENT_TAPS` are installed where it has a dense
+            head, its neck's tap where it has none).
         teacher_taps (dict, optional): Extra recorder configs on the teacher
-            (:data:`DEFAULT_TEACHER_TAPS` are always installed).
+            (:data:`DEFAULT_TEACHER_TAPS` where an edge or a region reads its head).
         anchor_free_scale (float): Side of the preset square anchor, in strides, that stands in
             for priors when the student is anchor-free (LD paper, VLR).
         pair_names (tuple[str, str]): How errors name the student and the teacher (config files).
         edges_source (str): How errors name the edges (the recipe file).
+        inherit_from_teacher (tuple[str, ...]): Student modules initialised from the
+            teacher's where shapes match (FGD's inheriting start, e.g. ``('neck',
+            'bbox_head')``; :mod:`distill.graph.inherit`). Default: none, a cold start.
         data_preprocessor (dict, optional): Default: the student's.
         init_cfg (dict, optional): mmengine init config.
     """
@@ -109,73 +120,96 @@ class DistillGraph(BaseAlgorithm):
                  edges: list | tuple = (), student_taps: dict | None = None,
                  teacher_taps: dict | None = None, anchor_free_scale: float = 8.0,
                  pair_names: tuple[str, str] = ('student', 'teacher'),
-                 edges_source: str = 'edges', data_preprocessor=None, init_cfg=None):
+                 edges_source: str = 'edges', inherit_from_teacher=(),
+                 data_preprocessor=None, init_cfg=None):
         student_taps = dict(DEFAULT_STUDENT_TAPS, **(student_taps or {}))
         teacher_taps = dict(DEFAULT_TEACHER_TAPS, **(teacher_taps or {}))
         edge_cfgs = [dict(e) if isinstance(e, dict) else e for e in edges]
         # Before anything is built: a recipe mistake names the recipe file and the edge.
         check_edges(edge_cfgs, edges_source, student_taps, teacher_taps)
+        inherit = check_inherit(inherit_from_teacher, edges_source)
+        if inherit and teacher is None:
+            raise ConfigError(f'{edges_source}: inherit_from_teacher={list(inherit)} needs a '
+                              f'teacher, and this run has none')
         # Built the same whatever default scope the caller left current (plain Python,
         # an mmdet runner, tests): our losses, regions and recorders live in mmrazor's
         # registries, the detectors in mmdet's.
         with DefaultScope.overwrite_default_scope('mmrazor'):
             super().__init__(_in_scope(architecture, 'mmdet'),
                              _in_scope(data_preprocessor, 'mmdet'), init_cfg)
-            self.teacher_ckpt = teacher_ckpt
-            if teacher is not None:
-                teacher = _build(_in_scope(teacher, 'mmdet'), MODELS)
-            self.edge_cfgs = edge_cfgs
-            self.pair_names = tuple(pair_names)
-            check_outputs(self.edge_cfgs, self.architecture, teacher, self.pair_names,
-                          edges_source)
-            if teacher is not None:
-                # a cross-head output is the teacher head's own, compared with the teacher's:
-                # the student's classes and bins need not match for it
-                used = {e['teacher'].get('output') for e in edge_cfgs
-                        if reads_teacher(e) and e['student'].get('of') != 'cross'}
-                # raw tap references: which output they read is unknown, so check every field
-                check_pair(self.architecture, teacher, *pair_names,
-                           outputs=None if None in used else used)
-                if teacher_ckpt is None:
-                    raise ValueError(f'a teacher ({pair_names[1]}) needs teacher_ckpt: a randomly '
-                                     f'initialised teacher teaches nothing')
-                load_weights_strict(teacher, teacher_ckpt, role='teacher',
-                                    config=f'the teacher config {pair_names[1]}')
-                teacher.eval()
-                teacher.requires_grad_(False)
-            # Held outside the module tree on purpose (see the module docstring); _apply moves it.
-            object.__setattr__(self, '_teacher', teacher)
+            self._inherit, self._inherit_source = inherit, edges_source
+            # The student was built first, from the run's seed; everything after it draws from
+            # a stream of its own, so that the student's init (init_weights, later) and the data
+            # order are the same for every recipe at one seed (paired comparisons).
+            with own_stream('distill.graph.extra_modules'):
+                self._build_graph(teacher, teacher_ckpt, edge_cfgs, edges, student_taps,
+                                  teacher_taps, anchor_free_scale, pair_names, edges_source)
 
-            self.edge_losses = nn.ModuleDict(
-                {e['name']: _build(e['loss'], MODELS) for e in self.edge_cfgs})
-            self.regions = {e['name']: _build(e['region'], TASK_UTILS) for e in self.edge_cfgs}
+    def _build_graph(self, teacher, teacher_ckpt, edge_cfgs, edges, student_taps, teacher_taps,
+                     anchor_free_scale, pair_names, edges_source) -> None:
+        """Everything but the student: the teacher (loaded), the edges' losses and regions, the
+        adapters and the taps (see :class:`DistillGraph` for the arguments)."""
+        self.teacher_ckpt = teacher_ckpt
+        if teacher is not None:
+            teacher = _build(_in_scope(teacher, 'mmdet'), MODELS)
+        self.edge_cfgs = edge_cfgs
+        self.pair_names = tuple(pair_names)
+        check_outputs(self.edge_cfgs, self.architecture, teacher, self.pair_names,
+                      edges_source)
+        self.regions = {e['name']: _build(e['region'], TASK_UTILS) for e in self.edge_cfgs}
+        check_regions(self.edge_cfgs, self.regions, self.architecture, teacher,
+                      self.pair_names, edges_source)
+        if teacher is not None:
+            # a cross-head output is the teacher head's own, compared with the teacher's:
+            # the student's classes and bins need not match for it
+            used = {e['teacher'].get('output') for e in edge_cfgs
+                    if reads_teacher(e) and e['student'].get('of') != 'cross'}
+            # raw tap references: which output they read is unknown, so check every field
+            check_pair(self.architecture, teacher, *pair_names,
+                       outputs=None if None in used else used)
+            if teacher_ckpt is None:
+                raise ValueError(f'a teacher ({pair_names[1]}) needs teacher_ckpt: a randomly '
+                                 f'initialised teacher teaches nothing')
+            load_weights_strict(teacher, teacher_ckpt, role='teacher',
+                                config=f'the teacher config {pair_names[1]}')
+            teacher.eval()
+            teacher.requires_grad_(False)
+        # Held outside the module tree on purpose (see the module docstring); _apply moves it.
+        object.__setattr__(self, '_teacher', teacher)
 
-            #: True when some edge reads the student as its teacher (self-distillation).
-            self.self_distill = any(not reads_teacher(e) for e in edge_cfgs)
-            self.anchor_free_scale = anchor_free_scale
-            #: Trained 1x1 adapters (cross-head paths, the neck) where channel counts differ:
-            #: in the optimizer with the student, not in the exported student.
-            self.adapters = nn.ModuleDict()
-            self.cross_paths: dict = {}
-            for edge in edge_cfgs:
-                self._plan_taps(edge, teacher, student_taps, teacher_taps,
-                                f'{edges_source}: edge {edge["name"]!r}')
-            self.student_recorders = RecorderManager(student_taps if edges else {})
-            #: The teacher's recorder configs, by name (what a teacher cache stores).
-            self.teacher_taps = teacher_taps if edges and teacher is not None else {}
-            self.teacher_recorders = RecorderManager(self.teacher_taps)
-            #: A :class:`~distill.graph.teacher_cache.TeacherCache` (set by TeacherCacheHook):
-            #: the teacher's records of a batch read back instead of its forward.
-            self.teacher_cache = None
-            for manager, model, side in ((self.student_recorders, self.architecture, 'student'),
-                                         (self.teacher_recorders, teacher, 'teacher')):
-                if model is not None:
-                    check_tap_sources(manager, model, side, pair_names, edges_source)
-                    manager.initialize(model)
-            self._prior_cache: dict = {}
-            #: The region weights (detached, ``Tensor[B, N]``) of the last step, per edge name: for
-            #: inspection and drawing (``tools/draw_regions.py``).
-            self.last_regions: dict[str, Tensor] = {}
+        self.edge_losses = nn.ModuleDict(
+            {e['name']: _build(e['loss'], MODELS) for e in self.edge_cfgs})
+
+        #: True when some edge reads the student as its teacher (self-distillation).
+        self.self_distill = any(not reads_teacher(e) for e in edge_cfgs)
+        self.anchor_free_scale = anchor_free_scale
+        #: Trained 1x1 adapters (cross-head paths, the neck) where channel counts differ:
+        #: in the optimizer with the student, not in the exported student.
+        self.adapters = nn.ModuleDict()
+        self.cross_paths: dict = {}
+        student_taps, teacher_taps = node_taps(self.architecture, teacher, edge_cfgs,
+                                               self.regions, student_taps, teacher_taps)
+        for edge in edge_cfgs:
+            self._plan_taps(edge, teacher, student_taps, teacher_taps,
+                            f'{edges_source}: edge {edge["name"]!r}')
+        self.student_recorders = RecorderManager(student_taps if edges else {})
+        #: The teacher's recorder configs, by name (what a teacher cache stores).
+        self.teacher_taps = teacher_taps if edges and teacher is not None else {}
+        self.teacher_recorders = RecorderManager(self.teacher_taps)
+        #: Whether the teacher's step runs its dense head (some tap records in it).
+        self._teacher_head = runs_head(self.teacher_taps)
+        #: A :class:`~distill.graph.teacher_cache.TeacherCache` (set by TeacherCacheHook):
+        #: the teacher's records of a batch read back instead of its forward.
+        self.teacher_cache = None
+        for manager, model, side in ((self.student_recorders, self.architecture, 'student'),
+                                     (self.teacher_recorders, teacher, 'teacher')):
+            if model is not None:
+                check_tap_sources(manager, model, side, pair_names, edges_source)
+                manager.initialize(model)
+        self._prior_cache: dict = {}
+        #: The region weights (detached, ``Tensor[B, N]``) of the last step, per edge name: for
+        #: inspection and drawing (``tools/draw_regions.py``).
+        self.last_regions: dict[str, Tensor] = {}
 
     def _plan_taps(self, edge: dict, teacher, student_taps: dict, teacher_taps: dict,
                    where: str) -> None:
@@ -201,6 +235,15 @@ class DistillGraph(BaseAlgorithm):
             if c_s != c_t:
                 self.adapters['neck'] = nn.Conv2d(c_s, c_t, 1)
 
+    def init_weights(self):
+        """The student's own init, then (FGD's inheriting start, where the recipe asks) its
+        modules copied from the teacher's. The Runner loads ``load_from`` or a resumed
+        checkpoint after this, so neither is overwritten."""
+        super().init_weights()
+        if self._inherit:
+            inherit_from_teacher(self.architecture, self._teacher, self._inherit,
+                                 self._inherit_source)
+
     # ----------------------------------------------------------------- the hidden teacher
     @property
     def teacher(self) -> nn.Module | None:
@@ -225,15 +268,32 @@ class DistillGraph(BaseAlgorithm):
         """Student losses (mmdet's names) plus one ``loss_<edge name>`` per edge."""
         if not self.edge_cfgs:
             losses = self.architecture(inputs, data_samples, mode='loss')
-            self._check_finite(losses)
+            check_finite(losses, self.edge_losses, self.teacher_ckpt)
             return losses
         if self._teacher is not None:
             self._teacher_step(inputs, data_samples)
         with self.student_recorders:
             losses = self.architecture(inputs, data_samples, mode='loss')
             losses.update(self._edge_losses(data_samples))
-        self._check_finite(losses)
+        self._apply_weight_schedules(losses, inputs)
+        check_finite(losses, self.edge_losses, self.teacher_ckpt)
         return losses
+
+    def _apply_weight_schedules(self, losses: dict, inputs: Tensor) -> None:
+        """Scale each scheduled edge's loss by its factor in force (logged as
+        ``weight_<edge>``; :mod:`distill.graph.weight_schedule`)."""
+        scheduled = [(e['name'], s) for e in self.edge_cfgs if (s := schedules_of(e))]
+        if not scheduled:
+            return
+        progress = training_progress()
+        if progress is None:
+            raise DistillError(f'edge {scheduled[0][0]!r} has a weight_schedule, but no '
+                               f'training progress is known: train through an mmengine '
+                               f'Runner (its RuntimeInfoHook records iter and epoch)')
+        for name, schedules in scheduled:
+            factor = edge_factor(schedules, *progress)
+            losses[f'loss_{name}'] = losses[f'loss_{name}'] * factor
+            losses[f'weight_{name}'] = inputs.new_tensor(factor)
 
     def _teacher_step(self, inputs: Tensor, data_samples) -> None:
         """Fill the teacher's recorders: from the cache where it holds every image of the
@@ -245,7 +305,9 @@ class DistillGraph(BaseAlgorithm):
             cache.fill(self.teacher_recorders, cached, inputs.device)
             return
         with self.teacher_recorders, torch.no_grad():
-            self._teacher.bbox_head(self._teacher.extract_feat(inputs))
+            feats = self._teacher.extract_feat(inputs)
+            if self._teacher_head:  # feature edges alone: the neck's maps are all it takes
+                self._teacher.bbox_head(feats)
         if cache is not None:
             cache.store(self.teacher_recorders, images)
 
@@ -262,10 +324,10 @@ class DistillGraph(BaseAlgorithm):
             key = (of_teacher, tuple(sorted((k, v) for k, v in ref.items()
                                             if k != 'of' or crossed)))
             if key not in flat:
+                head = getattr(model, 'bbox_head', None)  # none: two-stage, neck only
                 if 'output' not in ref:
-                    flat[key] = flatten_levels(read_tap(manager, ref))
+                    flat[key] = flatten_raw(read_tap(manager, ref), manager, ref['tap'], head)
                     return flat[key]
-                head = model.bbox_head
                 spec = model_outputs(model)[ref['output']]
                 if crossed:
                     path = self.cross_paths[cross_key(ref)]
@@ -279,21 +341,13 @@ class DistillGraph(BaseAlgorithm):
                 if spec.maps:
                     flat[key] = list(raw)
                     return flat[key]
-                value = flatten_record(raw, spec.tap)
+                value = flatten_record(raw, spec, head, len(data_samples))
                 if spec.derive is not None:
                     value = spec.derive(head, value, *self._flat_priors(head, manager))
                 flat[key] = value
             return flat[key]
 
-        head_maps = read_tap(self.student_recorders, dict(tap='head', index=0))
-        ctx = RegionContext(
-            priors=self._priors(head_maps),
-            gt_bboxes=[s.gt_instances.bboxes for s in data_samples],
-            pos_mask=read(dict(output='pos_mask'), False),
-            student_cls=read(dict(output='cls_logits'), False).detach(),
-            teacher_cls=(read(dict(output='cls_logits'), True).detach()
-                         if self._teacher is not None
-                         and 'cls_logits' in head_outputs(self._teacher.bbox_head) else None))
+        ctx = region_context(self, read, data_samples)
 
         out = {}
         for edge in self.edge_cfgs:
@@ -336,35 +390,3 @@ class DistillGraph(BaseAlgorithm):
         if key not in ctx.cache:
             ctx.cache[key] = self.regions[name](ctx)
         return ctx.cache[key]
-
-    def _priors(self, cls_maps) -> list[Tensor]:
-        """The student's priors per level; preset squares for anchor-free heads (LD paper)."""
-        sizes = tuple(tuple(m.shape[-2:]) for m in cls_maps)
-        device = cls_maps[0].device
-        key = ('region', sizes, str(device))
-        if key not in self._prior_cache:
-            gen = self.architecture.bbox_head.prior_generator
-            priors = gen.grid_priors(sizes, device=device)
-            if priors[0].shape[-1] == 2:  # points: anchor-free head
-                priors = [torch.cat([p - self.anchor_free_scale * s[0] / 2,
-                                     p + self.anchor_free_scale * s[0] / 2], dim=-1)
-                          for p, s in zip(priors, gen.strides)]
-            self._prior_cache[key] = priors
-        return self._prior_cache[key]
-
-    def _check_finite(self, losses: dict) -> None:
-        values = [v for k, v in losses.items() if 'loss' in k for v in
-                  (v if isinstance(v, (list, tuple)) else [v])]
-        if values and torch.isfinite(torch.stack([v.detach().sum() for v in values])).all():
-            return
-        bad = {}
-        for k, v in losses.items():
-            total = sum(x.detach().sum() for x in (v if isinstance(v, (list, tuple)) else [v]))
-            if 'loss' in k and not torch.isfinite(total):
-                bad[k] = float(total)
-        edges = [k[len('loss_'):] for k in bad if k[len('loss_'):] in self.edge_losses]
-        what = (f'distill edge(s) {edges}' if edges else f'student loss(es) {sorted(bad)}')
-        raise NonFiniteLossError(
-            f'{what} became non-finite ({bad}); training stops here so that no checkpoint '
-            f'with broken weights is written (the last checkpoint in the work dir is intact). '
-            f'Teacher checkpoint: {self.teacher_ckpt!r}.')

@@ -37,13 +37,19 @@ from distill.errors import RecipeError
 from distill.graph.outputs import NECK_TAP
 
 #: Heads the graph can cross, by class name (looked up along the MRO), and whether their
-#: ``forward_single`` reads its input beyond the towers (SALT-Net's skip connection).
+#: ``forward_single`` reads its input beyond the towers (SALT-Net's skip connection); None:
+#: a subclass that cannot be crossed although its base can (TOOD's and RTMDet's heads derive
+#: from ATSS's, but TOOD has one shared tower of ``inter_convs`` and RTMDet's SepBN head a
+#: tower per level).
 _CROSSABLE = {
     'GFLHead': lambda head: False,
     'ATSSHead': lambda head: False,
     'DDODHead': lambda head: False,
     'FCOSHead': lambda head: False,
+    'RetinaHead': lambda head: False,
     'SALTHead': lambda head: bool(head.skip),
+    'TOODHead': None,
+    'RTMDetHead': None,
 }
 #: Re-standardisation stability term (the published code's).
 EPS = 1e-6
@@ -104,9 +110,15 @@ def resolve(ref: dict, student: nn.Module, teacher: nn.Module, names: tuple[str,
     layer, s_layer = ref.get('layer', -1), ref.get('student_layer')
     for head, role in ((s_head, 'student'), (t_head, 'teacher')):
         if _crossable(head) is None:
+            crossable = sorted(k for k, v in _CROSSABLE.items() if v is not None)
             raise RecipeError(f'{where}: cannot cross {pair} at layer={layer}: the {role} head '
                               f'{type(head).__name__} is not one the graph can cross (it '
-                              f'crosses {sorted(_CROSSABLE)} and their subclasses)')
+                              f'crosses {crossable} and their subclasses)')
+    a_s, a_t = (getattr(h, 'num_base_priors', 1) for h in (s_head, t_head))
+    if a_s != a_t:  # the cross outputs are the teacher's priors, the regions the student's
+        raise RecipeError(f'{where}: cannot cross {pair}: the student has {a_s} priors per '
+                          f'location, the teacher {a_t}; they must be equal (the same anchor '
+                          f'ratios and scales_per_octave)')
     n_s, n_t = _depth(s_head), _depth(t_head)
     for name, value in (('layer', layer), ('student_layer', s_layer)):
         if (value is not None or name == 'layer') and (isinstance(value, bool)

@@ -32,14 +32,17 @@ def edge_normaliser(w: Tensor, normalize, pos_mask: Tensor | None = None) -> Ten
     Returns:
         Tensor[]: ``'weight'``, ``'count'`` and ``'positives'`` are summed over the batch and
         averaged over the GPUs, so the loss does not grow with the batch size or the GPU count
-        (the published LD code's bug, which a constant reproduces on purpose).
+        (the published LD code's bug, which a constant reproduces on purpose). ``'positives'``
+        is at least 1, as mmdet's heads count them (``max(reduce_mean(num_pos), 1.0)``, e.g.
+        ``GFLHead.loss_by_feat``) and the published CrossKD code: a batch without a student
+        positive divides by 1, not by a float epsilon.
     """
     if not isinstance(normalize, str):
         return w.new_tensor(float(normalize))
     if normalize == 'positives':
         norm = pos_mask.sum().to(w.dtype)
-    else:
-        norm = w.sum() if normalize == 'weight' else w.new_tensor(float(w.numel()))
+        return reduce_mean(norm.detach()).clamp(min=1.0)
+    norm = w.sum() if normalize == 'weight' else w.new_tensor(float(w.numel()))
     # DDP averages gradients over ranks; reduce_mean makes each rank's denominator the global
     # one over the world size, as mmdet does. No clamp at 1 (mmdet's habit for counts): a total
     # weight below 1 (confidences of ~0.01 early in training) or fewer priors than GPUs would
@@ -54,11 +57,20 @@ def cross_key(ref: dict) -> tuple:
 
 
 def split_levels(weight: Tensor, maps: list[Tensor]) -> list[Tensor]:
-    """Region weights ``Tensor[B, N]`` as per-level maps ``Tensor[B, 1, H_l, W_l]``."""
+    """Region weights ``Tensor[B, N]`` as per-level maps ``Tensor[B, 1, H_l, W_l]``.
+
+    With ``A`` priors per location (``N = A sum_l H_l W_l``, e.g. RetinaNet's anchors, each
+    location's ``A`` rows together) a location weighs as its heaviest prior: it is in the
+    region if any of its priors is (the regions of feature edges, all, GT boxes, FGD's
+    foreground, give the ``A`` priors of a location one value anyway).
+    """
     sizes = [tuple(m.shape[-2:]) for m in maps]
-    if weight.shape[1] != sum(h * w for h, w in sizes):
+    cells = sum(h * w for h, w in sizes)
+    if cells == 0 or weight.shape[1] % cells:
         raise ValueError(f'the neck maps (sizes {sizes}) are not the head\'s levels '
                          f'({weight.shape[1]} priors): a feature edge needs a neck output per '
                          f'head level')
-    parts = weight.split([h * w for h, w in sizes], dim=1)
-    return [p.reshape(len(p), 1, h, w) for p, (h, w) in zip(parts, sizes)]
+    a = weight.shape[1] // cells
+    parts = weight.split([h * w * a for h, w in sizes], dim=1)
+    return [p.reshape(len(p), h * w, a).amax(-1).reshape(len(p), 1, h, w)
+            for p, (h, w) in zip(parts, sizes)]

@@ -45,7 +45,8 @@ def option_hint(head: nn.Module, output: str, config: str, role: str) -> str:
 def check_outputs(edge_cfgs: list, student: nn.Module, teacher: nn.Module | None,
                   pair_names: tuple[str, str], source: str) -> None:
     """Every named output an edge reads exists on that model's head (and a teacher is
-    only asked for what its forward gives: it runs no label assignment).
+    only asked for what its forward gives: it runs no label assignment); a detector without a
+    dense head (two-stage: ``rpn_head``, ``roi_head``) gives only ``neck``.
 
     Args:
         edge_cfgs (list[dict]): The graph's edges.
@@ -80,14 +81,22 @@ def check_outputs(edge_cfgs: list, student: nn.Module, teacher: nn.Module | None
                                   f'(self-distillation)')
             if 'output' not in ref:
                 continue
+            if ref.get('of') == 'cross' and getattr(student, 'bbox_head', None) is None:
+                raise _no_dense_head(source, student, edge, ref['output'], 'student',
+                                     pair_names[0], 'a cross-head output (the teacher\'s head '
+                                     'run on the student head\'s features)')
             on_teacher = of_teacher or ref.get('of') == 'cross'
             model = teacher if on_teacher else student
             head = getattr(model, 'bbox_head', None)
-            if head is None:
-                continue
             spec = model_outputs(model).get(ref['output'])
             role = 'teacher' if on_teacher else 'student'
             config = pair_names[1 if on_teacher else 0]
+            if head is None:
+                if spec is None:
+                    what = ('a neck\'s output, and it has no neck' if ref['output'] == 'neck'
+                            else 'a dense head\'s output')
+                    raise _no_dense_head(source, model, edge, ref['output'], role, config, what)
+                continue
             if spec is None:
                 raise RecipeError(f'{where} needs the output {ref["output"]!r} of the {role} '
                                   f'head, which {describe(head)} ({config}) does not have'
@@ -99,3 +108,66 @@ def check_outputs(edge_cfgs: list, student: nn.Module, teacher: nn.Module | None
             if ref.get('of') == 'cross' and spec.maps:
                 raise RecipeError(f'{where}: a cross-head path gives head outputs, not '
                                   f'{ref["output"]!r}')
+
+
+def _heads(model: nn.Module) -> str:
+    heads = [n for n, _ in model.named_children() if n.endswith('head')]
+    return ', '.join(heads) if heads else 'no head'
+
+
+def _no_dense_head(source: str, model: nn.Module, edge: dict, output: str, role: str,
+                   config: str, what: str) -> RecipeError:
+    """The refusal of a head output on a detector without a dense head (one line)."""
+    return RecipeError(
+        f'{source}: {type(model).__name__} has no bbox_head: the edge {edge["name"]!r} reads '
+        f'{output!r} of the {role} ({config}), {what}; a detector without a dense head (it has '
+        f'{_heads(model)}) takes only feature edges, output=\'neck\' (recipes pkd, cwd, mgd, '
+        f'fgd)')
+
+
+def check_regions(edge_cfgs: list, regions: dict, student: nn.Module,
+                  teacher: nn.Module | None, pair_names: tuple[str, str], source: str) -> None:
+    """A region that needs a dense head's priors, positives or class scores is refused on a
+    detector without one (two-stage); regions that need only locations run on any neck.
+
+    Args:
+        edge_cfgs (list[dict]): The graph's edges.
+        regions (dict): The built region of each edge, by name (their ``needs``; a region that
+            declares none is not checked).
+        student, teacher (nn.Module): The detectors (teacher None: no teacher).
+        pair_names (tuple[str, str]): How errors name them (config files).
+        source (str): How errors name the edges (the recipe file).
+
+    Raises:
+        RecipeError: One line naming the recipe file, the edge, the region, what it needs and
+            the model and its config.
+    """
+    from distill.graph.nodes import (
+        HEAD_NEEDS,
+        OUTPUT_NEEDS,
+        TEACHER_NEEDS,
+        has_dense_head,
+        region_needs,
+    )
+
+    for edge in edge_cfgs:
+        region = regions[edge['name']]
+        needs = region_needs(region) or ()
+        for table, model, role, config in ((HEAD_NEEDS, student, 'student', pair_names[0]),
+                                           (TEACHER_NEEDS, teacher, 'teacher', pair_names[1])):
+            missing = [table[n] for n in needs if n in table]
+            if missing and model is not None and not has_dense_head(model):
+                what = ', '.join(missing[:-1]) + (' and ' if len(missing) > 1 else '')
+                raise RecipeError(
+                    f'{source}: edge {edge["name"]!r}: region {region!r} needs the {role} '
+                    f'head\'s {what}{missing[-1]}, but {type(model).__name__} ({config}) has '
+                    f'no bbox_head (it has {_heads(model)}); on it use a region of locations: '
+                    f'AllRegion, GTBoxRegion or FGDRegion')
+        # Named outputs a region reads on demand (ctx.student_output) must be declared.
+        for name in needs:
+            if (name in OUTPUT_NEEDS and has_dense_head(student)
+                    and name not in model_outputs(student)):
+                raise RecipeError(
+                    f'{source}: edge {edge["name"]!r}: region {region!r} needs the student '
+                    f'head\'s output {name!r}, which the student ({pair_names[0]}) does not '
+                    f'declare: {describe(student.bbox_head)}')

@@ -7,12 +7,15 @@ GFL's); an output is either a raw tensor a tap recorded (the head's forward or i
 assignment, ``get_targets``) or derived from one (decoded boxes, the positive mask).
 
 Every output is returned flat, one row per prior in mmdet's order: ``Tensor[B, N, K]``
-(``Tensor[B, N]`` for ``labels`` and ``pos_mask``).
+(``Tensor[B, N]`` for ``labels`` and ``pos_mask``). A head with ``A`` priors per location
+(``num_base_priors``, e.g. RetinaNet's 9 anchors) has ``A`` rows per location, location-major
+and anchor-minor, as mmdet's ``grid_priors`` and its ``permute(0, 2, 3, 1).reshape(B, -1, K)``.
 
 Names:
     ``cls_logits``: class logits (GFL-style heads: logits of the joint class-quality score).
     ``box_dist``: the general distribution, ``4 * (reg_max + 1)`` logits per prior (GFL).
-    ``box_deltas``: encoded box deltas (ATSS, DDOD; FCOS/MOD: distances in strides).
+    ``box_deltas``: encoded box deltas (ATSS, DDOD, RetinaNet; FCOS/MOD/RTMDet: distances in
+    strides).
     ``centerness``: centerness logit (ATSS).
     ``iou``: IoU-branch logit (DDOD). ``quality``: quality logit (MOD: GIoU or centerness).
     ``box_stage1``: decoded coarse boxes ``(x1, y1, x2, y2)`` of a two-stage head (SALT-Net).
@@ -54,6 +57,10 @@ class HeadOutput:
             strides (Tensor[N])) -> Tensor``: computes the output from the raw one.
         doc (str): What it is (said in error messages).
         maps (bool): Kept as per-level maps ``list[Tensor[B, C, H, W]]`` (not flattened).
+        flatten (callable, optional): ``fn(head, raw, num_images) -> Tensor[B, N, ...]``: how
+            the raw record becomes one row per prior, for a record in neither default layout
+            (head maps ``list[Tensor[B, A * K, H, W]]``; targets ``list[Tensor[B, N_l, ...]]``),
+            e.g. FCOS's targets, concatenated over the images per level.
     """
 
     tap: str
@@ -61,6 +68,7 @@ class HeadOutput:
     doc: str
     derive: Callable | None = None
     maps: bool = False
+    flatten: Callable | None = None
 
 
 def _centres(priors: Tensor) -> Tensor:
@@ -189,7 +197,9 @@ def flat_priors_and_strides(head: nn.Module, sizes, device) -> tuple[Tensor, Ten
 
     Returns:
         tuple: ``priors (Tensor[N, 4])`` (points become zero-size boxes) and
-        ``strides (Tensor[N])``.
+        ``strides (Tensor[N])``; ``N = sum_l H_l W_l A``, in the rows' order of
+        :func:`flatten_record` (the generator's: each location's ``A`` anchors together, so a
+        level's stride is repeated over all its rows).
     """
     gen = head.prior_generator
     priors = gen.grid_priors(sizes, device=device)
@@ -199,9 +209,50 @@ def flat_priors_and_strides(head: nn.Module, sizes, device) -> tuple[Tensor, Ten
     return torch.cat(priors), strides
 
 
-def flatten_record(value, tap: str) -> Tensor:
-    """One row per prior: head maps ``list[Tensor[B, K, H, W]]`` or assignment targets
-    ``list[Tensor[B, N_l, ...]]`` (per level)."""
+def priors_per_location(head: nn.Module) -> int:
+    """``A``: the head's priors per location (``num_base_priors``; 1 where it has none)."""
+    return int(getattr(head, 'num_base_priors', 1) or 1)
+
+
+def flatten_record(value, spec: HeadOutput | str, head: nn.Module | None = None,
+                   num_images: int | None = None) -> Tensor:
+    """One row per prior (in mmdet's order) from what a tap recorded.
+
+    Args:
+        value: Head maps ``list[Tensor[B, A * K, H, W]]`` (tap ``'head'``) or assignment
+            targets ``list[Tensor[B, N_l, ...]]`` per level (tap ``'assign'``).
+        spec (HeadOutput | str): The output (its own ``flatten`` wins), or just its tap.
+        head (nn.Module, optional): The head that recorded it (its priors per location; None:
+            one).
+        num_images (int, optional): ``B``, for a ``flatten`` that needs it.
+
+    Returns:
+        Tensor[B, N, ...].
+    """
+    tap = spec if isinstance(spec, str) else spec.tap
+    if not isinstance(spec, str) and spec.flatten is not None:
+        return spec.flatten(head, value, num_images)
     if tap == 'head':
-        return flatten_levels(value)
+        return flatten_levels(value, 1 if head is None else priors_per_location(head))
     return torch.cat(list(value), dim=1)
+
+
+def flatten_raw(value, manager, tap: str, head: nn.Module | None) -> Tensor:
+    """A raw tap reference's record, one row per prior: the dense head's forward and label
+    assignment as the named outputs are (``A`` priors per location, e.g. RetinaNet's 9);
+    any other module's maps one row per location.
+
+    Args:
+        value: What the tap recorded (per-level maps or assignment targets).
+        manager (RecorderManager): The model's recorders (the tap's source).
+        tap (str): The tap's name.
+        head (nn.Module | None): The model's dense head (None: two-stage).
+
+    Returns:
+        Tensor[B, N, ...].
+    """
+    source = getattr(manager.get_recorder(tap), 'source', None)
+    kind = {HEAD_TAP['source']: 'head', ASSIGN_TAP['source']: 'assign'}.get(source)
+    if kind is None or head is None:
+        return flatten_levels(value)
+    return flatten_record(value, kind, head)

@@ -20,7 +20,7 @@ _WHY = {
     'model.bbox_head.num_classes': 'KD compares class logits one to one',
     'model.bbox_head.reg_max': 'LD compares box distributions bin by bin',
     'strides': 'the graph pairs teacher and student outputs location by location',
-    'priors per location': 'the graph pairs one prior per location',
+    'priors per location': 'the graph pairs teacher and student outputs prior by prior',
     'model.data_preprocessor': 'the teacher sees the student\'s preprocessed images',
 }
 
@@ -58,18 +58,30 @@ def _floats(t) -> tuple:
     return tuple(float(f'{x:.6g}') for x in t.flatten().tolist())
 
 
+def _neck_facts(model: nn.Module) -> dict:
+    """A detector without a dense head: its neck's strides are its RPN's (one anchor level
+    per neck map), where it has an RPN."""
+    gen = getattr(getattr(model, 'rpn_head', None), 'prior_generator', None)
+    if gen is None:
+        return {}
+    return {'model.rpn_head.anchor_generator.strides': [tuple(s) for s in gen.strides]}
+
+
 def _head_facts(model: nn.Module) -> dict:
     head = _dense_head(model)
-    gen = getattr(head, 'prior_generator', None)
-    anchor_based = type(gen).__name__ != 'MlvlPointGenerator'
-    strides_key = ('model.bbox_head.anchor_generator.strides' if anchor_based
-                   else 'model.bbox_head.strides')
-    facts = {
-        'model.bbox_head.num_classes': getattr(head, 'num_classes', None),
-        'model.bbox_head.reg_max': getattr(head, 'reg_max', None),
-        strides_key: [tuple(s) for s in getattr(gen, 'strides', [])],
-        PRIORS: getattr(head, 'num_base_priors', None),
-    }
+    if head is None:
+        facts = _neck_facts(model)
+    else:
+        gen = getattr(head, 'prior_generator', None)
+        anchor_based = type(gen).__name__ != 'MlvlPointGenerator'
+        strides_key = ('model.bbox_head.anchor_generator.strides' if anchor_based
+                       else 'model.bbox_head.strides')
+        facts = {
+            'model.bbox_head.num_classes': getattr(head, 'num_classes', None),
+            'model.bbox_head.reg_max': getattr(head, 'reg_max', None),
+            strides_key: [tuple(s) for s in getattr(gen, 'strides', [])],
+            PRIORS: getattr(head, 'num_base_priors', None),
+        }
     pre = getattr(model, 'data_preprocessor', None)
     mean, std = getattr(pre, 'mean', None), getattr(pre, 'std', None)
     facts['model.data_preprocessor.mean'] = None if mean is None else _floats(mean)
@@ -87,11 +99,14 @@ def check_pair(student: nn.Module, teacher: nn.Module, student_name: str = 'stud
                teacher_name: str = 'teacher', outputs=None) -> None:
     """Raise :class:`PairMismatchError` naming every field where the heads disagree.
 
-    Checked: both are dense detectors (a ``bbox_head``), number of classes (KD compares class
+    Checked: both are dense detectors (a ``bbox_head``; not needed when the edges read only
+    the necks, ``outputs={'neck'}``: a two-stage detector then pairs, its RPN's anchor strides
+    standing for its neck's levels), number of classes (KD compares class
     logits one to one), ``reg_max`` (LD compares box distributions bin by bin), FPN strides
-    and one prior per location (the graph pairs teacher and student outputs location by
-    location), and the input normalisation (the teacher sees the student's preprocessed
-    images).
+    and the priors per location (the graph pairs teacher and student outputs prior by prior:
+    the same number on both sides, e.g. RetinaNet's 9 anchors; not checked when the edges read
+    only the neck's maps), and the input normalisation (the teacher sees the student's
+    preprocessed images).
 
     Args:
         student (nn.Module): The built student detector.
@@ -100,35 +115,47 @@ def check_pair(student: nn.Module, teacher: nn.Module, student_name: str = 'stud
         teacher_name (str): How to name the teacher in the message.
         outputs (set[str], optional): The teacher outputs the edges read; the number of
             classes is then checked only if ``cls_logits`` is read and ``reg_max`` only if
-            ``box_dist`` is (None: check both).
+            ``box_dist`` is, and the priors per location only if a head output is (None:
+            check all).
 
     Raises:
         PairMismatchError: One line: each mismatching field with both values and both names,
             and what to do.
     """
     where = f'student {student_name}', f'teacher {teacher_name}'
-    if _dense_head(student) is None or _dense_head(teacher) is None:
+    # feature edges read only the necks: any detector with one pairs (two-stage included)
+    neck_only = outputs is not None and bool(outputs) and set(outputs) <= {'neck'}
+    if (_dense_head(student) is None or _dense_head(teacher) is None) and not neck_only:
         s, t = (type(_dense_head(m)).__name__ if _dense_head(m) is not None
                 else _without_dense_head(m) for m in (student, teacher))
         raise PairMismatchError(
             f'teacher {teacher_name} cannot be distilled into student {student_name}: '
             f'model.bbox_head is {s} in {where[0]} vs {t} in {where[1]} (the graph distils '
-            f'dense single-stage detectors: GFL, ATSS, ...); use a single-stage teacher and '
-            f'student')
+            f'the head outputs of dense single-stage detectors: GFL, ATSS, ...); use a '
+            f'single-stage teacher and student, or only feature edges (output=\'neck\': '
+            f'recipes pkd, cwd, mgd, fgd)')
     s, t = _head_facts(student), _head_facts(teacher)
     bad = []
-    for key in s:  # the same keys on both sides but the strides' (anchors or points)
+    for key in s:  # the same keys on both sides but the strides' (anchors, points or RPN's)
         if outputs is not None and key in _ONLY_FOR and _ONLY_FOR[key] not in outputs:
             continue
-        tkey = key if key in t else next(k for k in t if k.endswith('strides'))
+        tkey = key if key in t else next((k for k in t if k.endswith('strides')), None)
+        if tkey is None or not (tkey == key or key.endswith('strides')):
+            continue  # a head's field that a detector without a dense head does not have
         if key == PRIORS:
-            if s[key] not in (None, 1) or t[key] not in (None, 1):
+            # feature edges compare the neck's maps, a value per location whatever the head
+            if outputs is not None and outputs and set(outputs) <= {'neck'}:
+                continue
+            if (s[key] or 1) != (t[key] or 1):
                 bad.append(f'{key} is {s[key]!r} in {where[0]} vs {t[key]!r} in {where[1]} '
-                           f'but must be 1 on both ({_why(key)}: one anchor ratio and '
-                           f'scales_per_octave=1)')
+                           f'but must be equal ({_why(key)}: the same anchor ratios and '
+                           f'scales_per_octave)')
         elif s[key] != t[tkey]:
             sv, tv = (_show(v, m, key) for v, m in ((s[key], student), (t[tkey], teacher)))
-            bad.append(f'{key} is {sv} in {where[0]} vs {tv} in {where[1]} ({_why(key)})')
+            # an RPN's strides stand for a head-less detector's neck: name both fields then
+            other = f'{tkey} ' if 'rpn_head' in key + tkey and tkey != key else ''
+            bad.append(f'{key} is {sv} in {where[0]} vs {other}{tv} in {where[1]} '
+                       f'({_why(key)})')
     if bad:
         raise PairMismatchError(
             f'teacher {teacher_name} cannot be distilled into student {student_name}: '

@@ -10,9 +10,10 @@ import difflib
 import inspect
 
 from distill.errors import RecipeError
+from distill.graph.weight_schedule import check_schedule, schedules_of
 
 REQUIRED = ('name', 'loss', 'student', 'teacher', 'region')
-OPTIONAL = ('normalize', 'targets')
+OPTIONAL = ('normalize', 'targets', 'weight_schedule')
 TAP_FIELDS = ('tap', 'index', 'record', 'of')
 OUTPUT_FIELDS = ('output', 'of')
 #: The fields of a cross-head output (``of='cross'``, student side only).
@@ -101,6 +102,11 @@ def check_edges(edges, source: str, student_taps: dict, teacher_taps: dict) -> N
                 raise RecipeError(f'{where}: a cross-head output (student of=\'cross\') is '
                                   f'compared with the teacher\'s own: its teacher side must '
                                   f'read the teacher, not of={edge["teacher"].get("of")!r}')
+            check_schedule(edge, where)
+            if schedules_of(edge) and 'loss' in str(edge['name']):
+                raise RecipeError(f'{where}: an edge with a weight_schedule logs its weight as '
+                                  f'weight_<name>, and mmengine sums every logged value whose '
+                                  f'key holds "loss": rename the edge without "loss"')
             targets = edge.get('targets') or {}
             if not isinstance(targets, dict) or not all(
                     isinstance(k, str) and isinstance(v, str) for k, v in targets.items()):

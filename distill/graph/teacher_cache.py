@@ -10,14 +10,16 @@ the head's forward, and the neck or tower taps the run's edges read), each image
 batch. Cross-head outputs (CrossKD) are computed from the student's features at every step and
 never cached; only the teacher's own records they read (its tower statistics) are.
 
-Keys. A cache directory is named by the sha256 of the teacher checkpoint, the teacher config,
-the train dataset config and its pipelines, the data preprocessor, the step's precision (AMP)
-and the storage dtype (:func:`teacher_key`); inside it one folder per tap (its recorder
-config), one file per image, named by the image's identity (``img_path`` with the file's size
-and modification time, ``img_id``) *and* the shapes it was run at (``ori_shape``,
-``img_shape``, ``scale_factor``, ``flip``, ``flip_direction``, ``batch_input_shape``,
-``pad_shape``): the teacher's output on an image depends on how far the batch pads it, so an
-image met in a batch of another padded size is a miss, computed and stored under that shape.
+Keys (:mod:`distill.graph.cache_key`). A cache directory is named by :func:`teacher_key`: the
+sha256 of the teacher checkpoint's content when the run starts, the teacher config, the train
+dataset config and its pipelines, the data preprocessors, the step's precision (AMP), the
+storage dtype, the library versions and the device; inside it one folder per tap (its
+recorder config), one file per image, named by :func:`image_key`: the image's identity
+(``img_path`` with the file's size and modification time, ``img_id``), the source (leaf dataset
+and pipeline) that produced the sample, *and* the shapes it was run at (``img_shape``,
+``scale_factor``, ``flip``, ``flip_direction``, ``batch_input_shape``, ``pad_shape`` ...): the
+teacher's output on an image depends on how far the batch pads it, so an image met in a batch
+of another padded size is a miss, computed and stored under that shape.
 
 Files are written atomically and hold their full key and a sha256 of their tensors; a file whose
 key, format or digest does not match, or that does not load, is stale or damaged: it is deleted,
@@ -26,35 +28,36 @@ the step runs the teacher, and the file is written again (a warning says so). Ne
 Budgets: the first stored batch gives the bytes per image; times the dataset's images (under
 DDP each rank meets other images each epoch, so its memory can come to hold them all) that must
 fit the memory and disk budgets, else :class:`TeacherCacheError` names the size needed, at the
-first step, before any update.
+first step, before any update. The disk budget is kept at every store too: a file that would
+take the key's folder over it is not written (a warning says so once), and the folder's size
+is measured again whenever this process's count of it (its own files times the number of
+ranks, which share the folder) comes near the budget.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import os.path as osp
 import shutil
 
 import torch
+from mmengine.dist import get_world_size
 from mmengine.logging import print_log
 from torch import Tensor
 
 from distill.compat import atomic_write
-from distill.errors import DistillError
+from distill.graph.cache_key import (  # noqa: F401  (re-exported: the cache's public names)
+    CACHE_FORMAT,
+    IMAGE_FIELDS,
+    TeacherCacheError,
+    digest_text,
+    image_key,
+    teacher_key,
+)
 
-#: Bump when the file layout changes: older files are then stale (rebuilt, never read).
-CACHE_FORMAT = 2
-#: The data-sample fields that identify one teacher input.
-IMAGE_FIELDS = ('img_path', 'img_id', 'ori_shape', 'img_shape', 'scale_factor', 'flip',
-                'flip_direction', 'batch_input_shape', 'pad_shape')
 MIB = float(1 << 20)
-
-
-class TeacherCacheError(DistillError, ValueError):
-    """The teacher-output cache cannot be used as configured (random pipeline, budget)."""
 
 
 # ------------------------------------------------------------------ nested records
@@ -107,43 +110,6 @@ def tree_digest(node) -> str:
     return h.hexdigest()
 
 
-def _digest_text(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def teacher_key(ckpt_sha256: str, teacher_cfg, data, data_preprocessor, fp16: bool) -> str:
-    """The hex digest naming one cache directory: what determines every teacher record.
-
-    Args:
-        ckpt_sha256 (str): The teacher checkpoint's sha256 (or its loaded weights').
-        teacher_cfg (dict): The teacher's model config.
-        data: The train data's config: its dataset and pipelines, the step's precision
-            (:func:`~distill.graph.teacher_cache_hook.key_parts`).
-        data_preprocessor (dict): The preprocessor config that makes the teacher's batch.
-        fp16 (bool): Records stored in float16.
-    """
-    return _digest_text(dict(format=CACHE_FORMAT, ckpt=ckpt_sha256, teacher=teacher_cfg,
-                             data=data, preprocessor=data_preprocessor,
-                             dtype='float16' if fp16 else 'native'))
-
-
-def image_key(meta: dict) -> str:
-    """The identity of one teacher input, from its data sample's metainfo (and, for an image
-    file, its size and modification time: a file replaced in place is another input)."""
-    if meta.get('img_path') is None and meta.get('img_id') is None:
-        raise TeacherCacheError(
-            f'teacher cache: a data sample has neither img_path nor img_id in its metainfo '
-            f'(keys: {sorted(meta)}), so its teacher outputs cannot be told from another '
-            f"image's: keep them in PackDetInputs' meta_keys, or run without the cache")
-    key = {k: meta.get(k) for k in IMAGE_FIELDS if k in meta}
-    path = meta.get('img_path')
-    if isinstance(path, str) and osp.isfile(path):
-        st = os.stat(path)
-        key['file'] = (st.st_size, st.st_mtime_ns)
-    return json.dumps(key, sort_keys=True,
-                      default=lambda v: v.tolist() if hasattr(v, 'tolist') else str(v))
-
-
 class TeacherCache:
     """Per-image teacher records in memory and on disk.
 
@@ -157,20 +123,24 @@ class TeacherCache:
         fp16 (bool): Store floating records as float16 (read back in their own dtype).
         num_images (int, optional): Images the cache may come to hold (the train dataset's),
             for the budget check at the first store.
+        sources (dict, optional): The train dataset's sources and the extra fields their
+            image keys need (:func:`~distill.graph.cache_key.tag_sources`); None: any source.
     """
 
     def __init__(self, key: str, taps: dict, directory: str | None = None,
                  memory_mb: float = 4096, disk_mb: float = 16384, fp16: bool = False,
-                 num_images: int | None = None):
-        self.key, self.fp16, self.num_images = key, fp16, num_images
+                 num_images: int | None = None, sources: dict | None = None):
+        self.key, self.fp16, self.num_images, self.sources = key, fp16, num_images, sources
         self.memory_budget, self.disk_budget = memory_mb * MIB, disk_mb * MIB
-        self.taps = {name: _digest_text(cfg)[:12] for name, cfg in sorted(taps.items())}
+        self.taps = {name: digest_text(cfg)[:12] for name, cfg in sorted(taps.items())}
         self.directory = osp.join(directory, key[:24]) if directory else None
         self.memory: dict[tuple[str, str], tuple] = {}
         self.memory_bytes = 0
         self.stats = dict(hits=0, misses=0, disk_reads=0, rebuilt=0)
         self._checked = False
         self._memory_full_warned = False
+        #: The key folder's size on disk as last measured, and what this process wrote since.
+        self._disk_measured, self._disk_written, self._disk_full = None, 0, False
 
     # ------------------------------------------------------------------ files
     def path(self, tap: str, image: str) -> str:
@@ -190,6 +160,8 @@ class TeacherCache:
                   and payload.get('key') == self._full_key(tap, image)
                   and payload.get('digest') == tree_digest(payload.get('records')))
             why = 'its key, format or digest does not match'
+        except FileNotFoundError:  # deleted by another rank since it was seen: a miss
+            return None
         except Exception as e:  # any unreadable file is damaged, whatever torch raises
             ok, why = False, f'{type(e).__name__}: {e}'
         if not ok:
@@ -206,11 +178,10 @@ class TeacherCache:
         return payload['records'], payload['dtypes']
 
     # ------------------------------------------------------------------ the step
-    @staticmethod
-    def image_keys(data_samples) -> list[str]:
+    def image_keys(self, data_samples) -> list[str]:
         """:func:`image_key` of each sample of a batch (computed once a step, for
         :meth:`load` and :meth:`store`)."""
-        return [image_key(s.metainfo) for s in data_samples]
+        return [image_key(s.metainfo, self.sources) for s in data_samples]
 
     def load(self, images: list[str]) -> dict | None:
         """The batch's records per tap (``{name: list of records}``), or None on any miss.
@@ -293,7 +264,30 @@ class TeacherCache:
         buf = io.BytesIO()
         torch.save(dict(format=CACHE_FORMAT, key=self._full_key(tap, image), dtypes=dtypes,
                         records=records, digest=tree_digest(records)), buf)
-        atomic_write(buf.getvalue(), self.path(tap, image))
+        data = buf.getvalue()
+        if self._disk_room(len(data)):
+            atomic_write(data, self.path(tap, image))
+            self._disk_written += len(data)
+
+    def _disk_room(self, size: int) -> bool:
+        """Whether a file of ``size`` bytes fits the disk budget. Every rank writes into the
+        same folder, so this process counts its own writes once per rank; near the budget the
+        folder is measured again (what the other ranks really wrote, files deleted)."""
+        if self._disk_full:
+            return False
+        if self._disk_measured is None:  # an earlier run's files, other ranks'
+            self._disk_measured = folder_bytes(self.directory)
+        if self._disk_measured + self._disk_written * get_world_size() + size \
+                <= self.disk_budget:
+            return True
+        self._disk_measured, self._disk_written = folder_bytes(self.directory), 0
+        if self._disk_measured + size <= self.disk_budget:
+            return True
+        self._disk_full = True
+        print_log(f'[distill] teacher cache: {self.directory} has reached its disk budget '
+                  f'({self.disk_budget / MIB:.0f} MiB); further records are kept in memory '
+                  f'only (--teacher-cache-disk-mb)', logger='current', level=30)
+        return False
 
     def _keep_in_memory(self, tap: str, image: str, entry) -> None:
         size = sum(t.numel() * t.element_size() for t in tree_tensors(entry[0]))
@@ -331,10 +325,34 @@ class TeacherCache:
             raise TeacherCacheError(f'teacher cache: {what} under {self.directory}, over the '
                                     f'disk budget of {self.disk_budget / MIB:.0f} MiB: {hint}')
         os.makedirs(self.directory, exist_ok=True)
-        have = sum(e.stat().st_size for tap in os.scandir(self.directory) if tap.is_dir()
-                   for e in os.scandir(tap.path) if e.is_file()) / MIB  # an earlier run's
+        self._disk_measured = folder_bytes(self.directory)  # an earlier run's, other ranks'
+        have = self._disk_measured / MIB
         free = shutil.disk_usage(self.directory).free / MIB
         if need - have > free:
             raise TeacherCacheError(f'teacher cache: {what} under {self.directory}, only '
                                     f'{free:.0f} MiB free on that disk: point the cache '
                                     f'elsewhere (--teacher-cache-dir) or run without it')
+
+
+def _scan(path: str) -> list:
+    """The entries of a folder; none if it vanished (another rank may be rebuilding it)."""
+    try:
+        with os.scandir(path) as it:
+            return list(it)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def folder_bytes(directory: str) -> int:
+    """The bytes of the cache files under a key folder (one level of tap folders), counting
+    files that vanish while it is scanned (another rank replacing or deleting them) as 0."""
+    total = 0
+    for tap in _scan(directory):
+        if not tap.is_dir(follow_symlinks=False):
+            continue
+        for e in _scan(tap.path):
+            try:
+                total += e.stat(follow_symlinks=False).st_size if e.is_file() else 0
+            except FileNotFoundError:
+                pass
+    return total

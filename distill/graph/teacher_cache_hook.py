@@ -5,8 +5,14 @@ Add it to a run with ``tools/train_distill.py --teacher-cache`` (``tools/compare
 
     custom_hooks = [dict(type='TeacherCacheHook', memory_mb=4096, disk_mb=16384, fp16=False)]
 
-It refuses a train pipeline with a random transform (:func:`random_transforms`): the teacher
-would then see another input at every epoch, and a cache could only return stale outputs.
+It refuses a train pipeline with a random transform, or a random batch augmentation
+(:mod:`~distill.graph.cache_check`): the teacher would then see another input at every epoch,
+and a cache could only return stale outputs. Flips and random resizes are accepted: each flip
+and scale of an image is its own record (its key holds ``flip``, ``flip_direction``,
+``img_shape`` and ``scale_factor``). At the start of training it hashes the teacher checkpoint
+(:func:`~distill.graph.cache_key.checkpoint_sha256`), tags each sample with the dataset and
+pipeline that produced it (:func:`~distill.graph.cache_key.tag_sources`) and keys the cache on
+them and on the run's environment (:mod:`~distill.graph.cache_key`).
 """
 
 from __future__ import annotations
@@ -22,71 +28,24 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
 from distill.datasets.cache import cache_root
+from distill.graph.cache_check import (  # noqa: F401  (re-exported)
+    check_deterministic,
+    check_preprocessors,
+    dataset_pipelines,
+    random_transforms,
+    scan_pipeline,
+)
+from distill.graph.cache_key import (
+    checkpoint_sha256,
+    environment,
+    tag_sources,
+)
 from distill.graph.teacher_cache import (
     TeacherCache,
     TeacherCacheError,
     teacher_key,
     tree_digest,
 )
-
-#: Transforms that draw random numbers (mmcv / mmdet 3.x); any type whose name holds
-#: ``Random`` counts too. ``RandomFlip`` with ``prob`` 0 or None never flips and is allowed.
-RANDOM_TYPES = frozenset({
-    'PhotoMetricDistortion', 'Expand', 'MinIoURandomCrop', 'Mosaic', 'MixUp', 'CachedMosaic',
-    'CachedMixUp', 'CopyPaste', 'CutOut', 'Albu', 'YOLOXHSVRandomAug', 'RandAugment',
-    'AutoAugment', 'TrivialAugmentWide', 'ColorTransform', 'Brightness', 'Contrast',
-    'Sharpness', 'Color', 'Equalize', 'AutoContrast', 'Invert', 'Posterize', 'Solarize',
-    'SolarizeAdd', 'Rotate', 'ShearX', 'ShearY', 'TranslateX', 'TranslateY', 'GeomTransform',
-    'RandomChoice', 'RandomApply', 'RandomOrder'})
-
-
-def _type_name(t) -> str:
-    t = t.get('type') if isinstance(t, dict) else t
-    return t if isinstance(t, str) else getattr(t, '__name__', str(t))
-
-
-def random_transforms(pipeline) -> list[str]:
-    """The random transforms of a pipeline, as ``'<index>: <type>'`` (nested ones too)."""
-    found = []
-    for i, t in enumerate(pipeline or []):
-        name = _type_name(t).split('.')[-1]
-        if name == 'RandomFlip' and not (t.get('prob') if isinstance(t, dict) else 1):
-            continue
-        if name in RANDOM_TYPES or 'random' in name.lower():
-            found.append(f'{i}: {name}')
-        elif isinstance(t, dict) and isinstance(t.get('transforms'), (list, tuple)):
-            found += [f'{i}.{x}' for x in random_transforms(t['transforms'])]
-    return found
-
-
-def dataset_pipelines(dataset) -> list:
-    """Every ``pipeline`` of a dataset config, wrappers (Repeat, Concat, MultiImageMix) too."""
-    if not isinstance(dataset, dict):
-        return []
-    out = [dataset['pipeline']] if dataset.get('pipeline') is not None else []
-    out += dataset_pipelines(dataset.get('dataset'))
-    for d in dataset.get('datasets') or []:
-        out += dataset_pipelines(d)
-    return out
-
-
-def check_deterministic(cfg, source: str) -> None:
-    """Refuse a train pipeline or batch augmentation that changes the teacher's input."""
-    dataset = (cfg.get('train_dataloader') or {}).get('dataset')
-    for pipeline in dataset_pipelines(dataset):
-        found = random_transforms(pipeline)
-        if found:
-            raise TeacherCacheError(
-                f'{source}: the teacher-output cache needs a deterministic train pipeline, but '
-                f'train_dataloader.dataset.pipeline has the random transform(s) {found}: the '
-                f'teacher would see another input each epoch. Run without --teacher-cache, or '
-                f'drop the transform')
-    augments = ((cfg.get('model') or {}).get('data_preprocessor') or {}).get('batch_augments')
-    if augments:
-        raise TeacherCacheError(
-            f'{source}: the teacher-output cache needs a deterministic input, but '
-            f'model.data_preprocessor.batch_augments is {[_type_name(a) for a in augments]}: '
-            f'run without --teacher-cache')
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -97,20 +56,43 @@ def weights_digest(model: torch.nn.Module) -> str:
                           + tree_digest(list(state.values())).encode()).hexdigest()
 
 
+def teacher_digest(graph, teacher, memo_dir: str | None, record: dict) -> str:
+    """The teacher's identity now: its checkpoint file's sha256, hashed when the run starts
+    (:func:`~distill.graph.cache_key.checkpoint_sha256`: again only if the file changed), not
+    the one the run's config recorded, which a checkpoint replaced in place no longer
+    matches; for a teacher loaded from a URL, its loaded weights' (:func:`weights_digest`)."""
+    ckpt = getattr(graph, 'teacher_ckpt', None)
+    if not (isinstance(ckpt, str) and osp.isfile(ckpt)):
+        return weights_digest(teacher)
+    sha = checkpoint_sha256(ckpt, memo_dir)
+    written = record.get('teacher_ckpt_sha256')
+    if written and written != sha:
+        print_log(f'[distill] teacher cache: the teacher checkpoint {ckpt} has changed since '
+                  f'the run\'s config was written (sha256 {written[:12]}... then, {sha[:12]}... '
+                  f'now): the cache is keyed by its content now', logger='current', level=30)
+    return sha
+
+
 def key_parts(cfg) -> tuple:
     """What besides the checkpoint decides the teacher's input and output: the teacher's
     model config, the train dataset config (its pipelines; image identity is per file), the
-    data preprocessor that makes the batch (the graph's, else the student's) and the
-    precision the step runs in (AMP or not)."""
+    data preprocessors that make the batch (the graph's and the student's, which mmrazor
+    uses when the graph has none) and the precision the step runs in (AMP or not)."""
     model = cfg.get('model') or {}
     dataset = dict((cfg.get('train_dataloader') or {}).get('dataset') or {})
     dataset.pop('indices', None)  # a subset of the same images reads the same records
-    preprocessor = (model.get('data_preprocessor')
-                    or (model.get('architecture') or {}).get('data_preprocessor'))
+    preprocessor = dict(graph=model.get('data_preprocessor'),
+                        student=(model.get('architecture') or {}).get('data_preprocessor'))
     optim = cfg.get('optim_wrapper') or {}
     precision = dict(type=optim.get('type'), dtype=optim.get('dtype'))
-    return model.get('teacher'), dict(dataset=dataset, pipelines=dataset_pipelines(dataset),
+    pipelines = [p for _, p in dataset_pipelines(dataset)]
+    return model.get('teacher'), dict(dataset=dataset, pipelines=pipelines,
                                       precision=precision), preprocessor
+
+
+def _keyed_fields(pipeline) -> set:
+    """The metainfo fields holding a pipeline's flips and scales (its keyed transforms)."""
+    return scan_pipeline(pipeline)[1]
 
 
 @HOOKS.register_module()
@@ -144,16 +126,20 @@ class TeacherCacheHook(Hook):
             print_log('[distill] teacher cache: this run has no teacher; nothing to cache',
                       logger='current')
             return
-        check_deterministic(runner.cfg, runner.cfg.filename or 'the run config')
-        record = runner.cfg.get('distill') or {}
-        ckpt_sha = record.get('teacher_ckpt_sha256') or weights_digest(teacher)
-        key = teacher_key(ckpt_sha, *key_parts(runner.cfg), self.fp16)
+        source = runner.cfg.filename or 'the run config'
+        check_deterministic(runner.cfg, source)
+        check_preprocessors(graph, source)  # the built ones, whatever the config said
+        ckpt_sha = teacher_digest(graph, teacher, self.directory,
+                                  runner.cfg.get('distill') or {})
+        key = teacher_key(ckpt_sha, *key_parts(runner.cfg), self.fp16, environment(teacher))
+        dataset = runner.train_dataloader.dataset
+        sources = tag_sources(runner.cfg.train_dataloader.dataset, dataset, _keyed_fields)
         # every rank meets other images each epoch (the sampler reshuffles before it splits),
         # so each rank's memory can come to hold the whole dataset: budgeted as such
-        num_images = len(runner.train_dataloader.dataset)
+        num_images = len(dataset)
         taps = dict(graph.teacher_taps)
         graph.teacher_cache = TeacherCache(key, taps, self.directory, self.memory_mb,
-                                           self.disk_mb, self.fp16, num_images)
+                                           self.disk_mb, self.fp16, num_images, sources)
         where = (osp.join(self.directory, key[:24]) if self.directory else 'memory only')
         print_log(f'[distill] teacher cache: taps {sorted(taps)} of {num_images} images '
                   f'({"float16" if self.fp16 else "native dtype"}), {where}; budgets '
@@ -170,4 +156,6 @@ class TeacherCacheHook(Hook):
                       f'batches from the cache, {s["misses"]} with the teacher run '
                       f'({s["disk_reads"]} files read, {s["rebuilt"]} rebuilt), '
                       f'{cache.memory_bytes / 2**20:.0f} MiB in memory', logger='current')
+            totals = getattr(cache, 'totals', None) or dict.fromkeys(s, 0)
+            cache.totals = {k: totals.get(k, 0) + v for k, v in s.items()}  # the whole run
             cache.stats = dict.fromkeys(s, 0)

@@ -9,7 +9,8 @@ Per FPN level (paper Fig. 3):
    distances ``(l, t, r, b)`` in strides, and ``S = sigmoid(conv_s(F^r))``, ``2N - 4`` scale
    factors.
 3. Regression points ``dP^r`` (Eq. 2-3), classification points ``dP^c = exp(D) * dP^r``
-   with ``D = ReLU(conv_d(F^c))`` (Eq. 4-5; Eq. 6 with ``cls_points='add'``).
+   with ``D = ReLU(conv_d(F^c))`` (Eq. 4-5; Eq. 6 with ``cls_points='add'``; ``d_relu=False``:
+   the published code's ``D = conv_d(F^c)``, no ReLU).
 4. Feature alignment (Eq. 7-8): each tower's features sampled bilinearly at its points and
    summed with learned per-point weights (:func:`distill.ops.point_sample_sum`), GN, ReLU.
 5. Stage 2: GFL's general-distribution decoder (``4 x (reg_max + 1)`` logits) on the aligned
@@ -90,6 +91,8 @@ class SALTHead(GFLHead):
         num_points (int): N, points per task (paper: 9 = 4 extreme + 5 interior).
         cls_points (str): ``'exp'`` (Eq. 5, paper) or ``'add'`` (Eq. 6).
         skip (bool): The classification tower's long-range skip connection (Table 1).
+        d_relu (bool): ``D = ReLU(conv_d(F^c))`` as Eq. 4 (default); False: the published
+            code's ``exp`` of the raw conv (no ReLU).
         reg_topk (int): Quality branch: top-k probabilities of each side (GFLv2: 4).
         reg_channels (int): Quality branch hidden channels (GFLv2: 64).
         loss_bbox_stage1 (dict): Stage-1 box loss (Eq. 10: GIoU, ``lambda_1 = 1``).
@@ -99,7 +102,7 @@ class SALTHead(GFLHead):
     """
 
     def __init__(self, *args, num_points: int = 9, cls_points: str = 'exp', skip: bool = True,
-                 reg_topk: int = 4, reg_channels: int = 64,
+                 d_relu: bool = True, reg_topk: int = 4, reg_channels: int = 64,
                  loss_bbox_stage1: dict = dict(type='GIoULoss', loss_weight=1.0), **kwargs):
         if num_points < 4:
             raise ValueError(f'num_points={num_points}: SALT needs the 4 extreme points')
@@ -107,6 +110,7 @@ class SALTHead(GFLHead):
             raise ValueError(f'cls_points must be one of {CLS_POINTS}, got {cls_points!r}')
         self.num_points = num_points
         self.cls_points = cls_points
+        self.d_relu = d_relu
         self.skip = skip
         self.reg_topk = reg_topk
         self.reg_channels = reg_channels
@@ -148,7 +152,10 @@ class SALTHead(GFLHead):
             cls_feat = cls_feat + x
         ltrb = F.relu(scale_stage1(self.conv_c(reg_feat)))  # Eq. 1, delta = ReLU
         reg_points = regression_points(ltrb, self.conv_s(reg_feat).sigmoid())  # Eq. 1-3
-        d = F.relu(self.conv_d(cls_feat))  # Eq. 4
+        d = self.conv_d(cls_feat)
+        # Eq. 4: D = ReLU(conv(F^c)), so exp(D) >= 1 (points move outward only); the published
+        # code takes exp of the raw conv (d_relu=False: points may also move inward)
+        d = F.relu(d) if self.d_relu else d
         # exp(D) overflows only for D > 88; points that far sample zeros anyway
         cls_points = classification_points(reg_points, d.clamp(max=30.0), self.cls_points)
         box_dist = scale(self.gfl_reg(self.reg_align(reg_feat, reg_points))).float()

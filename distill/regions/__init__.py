@@ -7,9 +7,12 @@ and can be built in plain Python.
 """
 
 from .base import RegionContext, flatten_levels
-from .simple import AllRegion, GTBoxRegion, MainRegion
+from .fgd import FGDRegion, fgd_foreground
+from .score_gap import ScoreGapRegion
+from .simple import AllRegion, AssignedRegion, GTBoxRegion, MainRegion
 from .teacher_score import TeacherScoreRegion
 from .vlr import VLRRegion, atss_thresholds, iou_and_diou, vlr_mask
 
-__all__ = ['AllRegion', 'GTBoxRegion', 'MainRegion', 'RegionContext', 'TeacherScoreRegion',
-           'VLRRegion', 'atss_thresholds', 'flatten_levels', 'iou_and_diou', 'vlr_mask']
+__all__ = ['AllRegion', 'AssignedRegion', 'FGDRegion', 'GTBoxRegion', 'MainRegion',
+           'RegionContext', 'ScoreGapRegion', 'TeacherScoreRegion', 'VLRRegion',
+           'atss_thresholds', 'fgd_foreground', 'flatten_levels', 'iou_and_diou', 'vlr_mask']

@@ -3,26 +3,35 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import Tensor
 
 
-def flatten_levels(maps: list[Tensor] | tuple[Tensor, ...]) -> Tensor:
+def flatten_levels(maps: list[Tensor] | tuple[Tensor, ...], num_priors: int = 1) -> Tensor:
     """Flatten per-level head maps into one row per prior, in mmdet's prior order.
 
     Args:
-        maps (list[Tensor[B, K, H_l, W_l]]): One map per FPN level.
+        maps (list[Tensor[B, A * K, H_l, W_l]]): One map per FPN level.
+        num_priors (int): ``A``, the priors per location (``head.num_base_priors``: 9 for
+            RetinaNet's anchors, 1 for most dense heads).
 
     Returns:
-        Tensor[B, N, K]: ``N = sum_l H_l * W_l`` rows, level-major then row-major (the order
-        of mmdet's ``grid_priors`` and label assignment targets, one prior per location). A
+        Tensor[B, N, K]: ``N = sum_l H_l * W_l * A`` rows, level-major, then row-major over
+        the locations, then the ``A`` priors of a location (row ``location * A + anchor``: the
+        order of mmdet's ``grid_priors`` and label assignment targets, and of its own
+        ``permute(0, 2, 3, 1).reshape(B, -1, K)``). With one prior per location it is a
         transposed view of the levels concatenated as ``[B, K, N]`` (strides ``(K N, 1, N)``):
         the edges read it at a few hundred rows (``x[keep]``), so the whole-map transpose
         that a contiguous result needs is skipped (and concatenating permuted views was
-        4-6x slower, 0.29 ms per map set at K = 68, measured).
+        4-6x slower, 0.29 ms per map set at K = 68, measured). With several, the channels
+        ``a * K + k`` of a location must be split by prior, which needs mmdet's permute.
     """
-    return torch.cat([m.flatten(2) for m in maps], dim=2).transpose(1, 2)
+    if num_priors == 1:
+        return torch.cat([m.flatten(2) for m in maps], dim=2).transpose(1, 2)
+    k = maps[0].shape[1] // num_priors
+    return torch.cat([m.permute(0, 2, 3, 1).reshape(len(m), -1, k) for m in maps], dim=1)
 
 
 def pad_per_image(items: list[Tensor], like: Tensor) -> tuple[Tensor, Tensor]:
@@ -60,6 +69,8 @@ class RegionContext:
         student_cls (Tensor[B, N, C] | None): The student's class logits (detached).
         teacher_cls (Tensor[B, N, C] | None): The teacher's class logits (a run with a
             teacher).
+        outputs (callable | None): ``outputs(name) -> Tensor[B, N, ...]``: any other named
+            output of the student's head (e.g. ``label_weights``), read on demand.
         cache (dict): Per-batch memo, so a region used by two edges is computed once.
     """
 
@@ -68,6 +79,7 @@ class RegionContext:
     pos_mask: Tensor | None = None
     student_cls: Tensor | None = None
     teacher_cls: Tensor | None = None
+    outputs: Callable[[str], Tensor] | None = None
     cache: dict = field(default_factory=dict)
 
     @property
@@ -101,6 +113,11 @@ class RegionContext:
             cls = self.require('student_cls', region)
             self.cache['student_score'] = cls.detach().sigmoid().max(dim=-1).values
         return self.cache['student_score']
+
+    def student_output(self, name: str, region: str) -> Tensor:
+        """Tensor[B, N, ...]: the student head's named output ``name`` (the graph's reader
+        memoises it per step)."""
+        return self.require('outputs', region)(name)
 
     def require(self, name: str, region: str):
         value = getattr(self, name)

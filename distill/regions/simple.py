@@ -1,4 +1,4 @@
-"""The main region (the student's positives), inside-GT-box, and everything."""
+"""The main region (the student's positives), inside-GT-box, everything, and the assigned."""
 
 from __future__ import annotations
 
@@ -15,6 +15,10 @@ class MainRegion:
             class probability (sigmoid), as GFL weights its box losses, so LD "follows the
             bbox regression" (paper Sec. 3.4); ``'ones'``: plain mask.
     """
+
+    #: What it reads from the :class:`RegionContext` (the graph refuses it on a detector
+    #: without a dense head: ``distill.graph.nodes``).
+    needs = ('pos_mask', 'student_cls')
 
     def __init__(self, weight: str = 'score'):
         if weight not in ('score', 'ones'):
@@ -35,6 +39,9 @@ class MainRegion:
 class GTBoxRegion:
     """Priors whose centre lies inside any GT box (weight 1)."""
 
+    #: Only the priors' centres: a head-less student's map cells serve.
+    needs = ('locations',)
+
     def __call__(self, ctx: RegionContext) -> Tensor:
         """Tensor[B, N] weights."""
         priors = ctx.flat_priors
@@ -54,6 +61,9 @@ class GTBoxRegion:
 class AllRegion:
     """Every prior of every image (weight 1)."""
 
+    #: Only the number of priors: a head-less student's map cells serve.
+    needs = ('locations',)
+
     def __call__(self, ctx: RegionContext) -> Tensor:
         """Tensor[B, N] weights."""
         priors = ctx.flat_priors
@@ -63,9 +73,28 @@ class AllRegion:
         return 'AllRegion()'
 
 
+class AssignedRegion:
+    """Every prior the student's label assignment does not ignore (its label weight > 0).
+
+    mmdet's ``MaxIoUAssigner`` (RetinaNet) ignores the anchors whose best IoU lies between
+    ``neg_iou_thr`` and ``pos_iou_thr``: they get label weight 0. The published CrossKD
+    RetinaNet code weights its distillation losses by these label weights; the paper distils
+    every location (``AllRegion``). Needs a head that declares ``label_weights``.
+    """
+
+    needs = ('label_weights',)
+
+    def __call__(self, ctx: RegionContext) -> Tensor:
+        """Tensor[B, N] weights (1 or 0)."""
+        return (ctx.student_output('label_weights', 'AssignedRegion') > 0).float()
+
+    def __repr__(self) -> str:
+        return 'AssignedRegion()'
+
+
 def _register():
     from mmrazor.registry import TASK_UTILS
-    for cls in (MainRegion, GTBoxRegion, AllRegion):
+    for cls in (MainRegion, GTBoxRegion, AllRegion, AssignedRegion):
         TASK_UTILS.register_module(module=cls)
 
 

@@ -13,14 +13,29 @@ class TeacherScoreRegion:
     CrossKD (Wang et al., CVPR 2024) distils the box branch over the whole image with
     ``S(r) = max_c p_T(r, c)``: the teacher's confident locations count, its background
     barely does, and no label assignment is involved.
+
+    Args:
+        assigned_only (bool): Also zero the priors the student's label assignment ignores
+            (label weight 0, :class:`AssignedRegion`), as the published CrossKD RetinaNet code
+            (``reg_weights[label_weights == 0] = 0``). Default False, the paper's.
     """
+
+    def __init__(self, assigned_only: bool = False):
+        self.assigned_only = bool(assigned_only)
+        #: Refused where the teacher has no dense head, or the student's declares no label
+        #: weights (``distill.graph.output_check``).
+        self.needs = ('teacher_cls', 'label_weights') if assigned_only else ('teacher_cls',)
 
     def __call__(self, ctx: RegionContext) -> Tensor:
         """Tensor[B, N] weights."""
-        return ctx.require('teacher_cls', 'TeacherScoreRegion').sigmoid().max(dim=-1).values
+        score = ctx.require('teacher_cls', 'TeacherScoreRegion').sigmoid().max(dim=-1).values
+        if self.assigned_only:
+            score = score * (ctx.student_output('label_weights', 'TeacherScoreRegion') > 0)
+        return score
 
     def __repr__(self) -> str:
-        return 'TeacherScoreRegion()'
+        return ('TeacherScoreRegion(assigned_only=True)' if self.assigned_only
+                else 'TeacherScoreRegion()')
 
 
 def _register():

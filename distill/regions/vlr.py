@@ -132,6 +132,10 @@ class VLRRegion:
             Default False, as Algorithm 1 and the published code.
     """
 
+    #: ATSS thresholds need the student head's prior boxes (and its positives or scores with
+    #: those options): refused on a detector without a dense head (``distill.graph.nodes``).
+    needs = ('priors', 'pos_mask', 'student_cls')
+
     def __init__(self, gamma: float = 0.25, topk: int = 9, weight: str = 'ones',
                  exclude_positives: bool = False):
         if not 0 <= gamma <= 1:

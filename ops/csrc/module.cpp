@@ -6,6 +6,8 @@
 #include <mutex>
 #include <set>
 
+#include "parallel.h"
+
 // How many threads one at::parallel_for over n items (grain 1) ran on. at::parallel_for is an
 // inline `omp parallel` region (ATen/ParallelOpenMP.h): an extension compiled without -fopenmp
 // runs every such loop on one thread, silently (tests/ops/test_extension.py).
@@ -28,4 +30,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #endif
   m.def("parallel_threads", &parallel_threads,
         "Threads one at::parallel_for over n items ran on (1 without OpenMP)");
+  m.def(
+      "set_min_parallel_work",
+      [](int64_t work) { return distill::ops::min_parallel_work().exchange(work); },
+      "Set the least work of a parallel CPU loop (ops/csrc/parallel.h); returns the previous");
 }

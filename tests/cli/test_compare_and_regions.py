@@ -4,6 +4,7 @@ import csv
 import math
 
 import pytest
+import torch
 
 from distill.cli import compare, draw_regions
 
@@ -50,6 +51,36 @@ def test_draw_regions_matches_the_graph(tmp_path, repo):
     # Algorithm 1 keeps the positives in the VLR: the drawn masks overlap, and the VLR is the
     # graph's own VLRRegion (checked against a naive loop in tests/regions)
     assert (main & vlr).any() and (vlr & ~main).any()
+
+
+def test_draw_regions_on_retinanet_colours_locations_with_a_positive_anchor(tmp_path, repo):
+    """RetinaNet (9 anchors per location): a location is drawn as main where mmdet's own
+    RetinaHead assigns a positive to any of its anchors (a plain mmdet model, same image)."""
+    from mmdet.registry import MODELS
+    from mmengine.dataset import pseudo_collate
+
+    from distill.cli.common import build_plain_dataset, load_config
+    from tests.helpers import record_outputs
+    config = str(repo / 'configs/tiny/retina_s_digits.py')
+    masks = draw_regions.main([config, '--index', '3', '--out', str(tmp_path / 'r.png')])
+    cfg = load_config(config)
+    model = MODELS.build(cfg.model)  # MaxIoUAssigner: the assignment needs no weights
+    targets = record_outputs(model.bbox_head, 'get_targets')
+    data = model.data_preprocessor(pseudo_collate([build_plain_dataset(cfg, 'val')[3]]), True)
+    model(**data, mode='loss')
+    labels = torch.cat(targets[-1][0], 1)[0]
+    want = ((labels >= 0) & (labels < 10)).reshape(-1, 9).any(-1).numpy()
+    assert want.sum() > 0 and (masks['main'] == want).all()
+    assert masks['vlr'].shape == want.shape and (masks['vlr'] & ~want).any()
+
+
+def test_draw_regions_refuses_a_detector_without_a_dense_head(repo, tmp_path):
+    from distill.cli.common import ConfigCheckError
+    config = str(repo / 'configs/tiny/faster_rcnn_s_digits.py')
+    with pytest.raises(ConfigCheckError, match=r'faster_rcnn_s_digits\.py: draw_regions draws '
+                                               r'regions over a dense head.s priors, but '
+                                               r'FasterRCNN has no model\.bbox_head'):
+        draw_regions.main([config, '--out', str(tmp_path / 'r.png')])
 
 
 def test_cfg_options_reach_each_run_as_given():

@@ -1,6 +1,7 @@
 """tools/train_distill.py --teacher-cache end to end: a cached run trains exactly as an uncached
 one (every logged loss, the final weights), a second run reads the first one's files and never
-runs the teacher, and a random pipeline is refused before anything is built."""
+runs the teacher, and a random pipeline or batch augmentation is refused before anything is
+built."""
 
 import json
 import re
@@ -70,9 +71,29 @@ def test_a_cached_run_trains_exactly_as_an_uncached_one(tmp_path, teacher_ckpt, 
 
 def test_a_random_pipeline_is_refused_naming_the_transform(tmp_path, teacher_ckpt, repo):
     proc = _run(repo, tmp_path / 'random', teacher_ckpt, '--teacher-cache', options=[
-        'train_dataloader.dataset.pipeline.2.type=RandomResize'])
+        'train_dataloader.dataset.pipeline.2.type=RandomCrop'])
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith('error: ') and 'gfl_s_digits.py' in last
-    assert "random transform(s) ['2: RandomResize']" in last
+    assert "train_dataloader.dataset.pipeline has the random transform(s) ['2: RandomCrop']" \
+        in last
     assert not (tmp_path / 'random').exists() or not list((tmp_path / 'random').iterdir())
+
+
+def test_a_random_batch_augment_of_the_student_is_refused(tmp_path, teacher_ckpt, repo):
+    """train_distill's graph has no data_preprocessor of its own: the student's is used, and
+    its batch_augments are read there."""
+    student = tmp_path / 'student_bsrr.py'
+    student.write_text(f"_base_ = ['{repo / STUDENT}']\n"
+                       "model = dict(data_preprocessor=dict(batch_augments=[dict(\n"
+                       "    type='BatchSyncRandomResize', random_size_range=(160, 256))]))\n")
+    cmd = [sys.executable, str(repo / 'tools' / 'train_distill.py'), '--student', str(student),
+           '--teacher', TEACHER, '--teacher-ckpt', teacher_ckpt, '--recipe', 'kd',
+           '--work-dir', str(tmp_path / 'bsrr'), '--teacher-cache', '--cfg-options', *OPTIONS]
+    proc = subprocess.run(cmd, cwd=repo, env=ENV, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith('error: ') and 'student_bsrr.py' in last
+    assert ("model.architecture.data_preprocessor.batch_augments has the random (or unknown) "
+            "batch augmentation(s) ['BatchSyncRandomResize']") in last
+    assert not (tmp_path / 'bsrr').exists() or not list((tmp_path / 'bsrr').iterdir())

@@ -87,6 +87,17 @@ def test_num_classes_mismatch_names_file_field_and_value():
     assert 'train_dataloader.dataset has 10 classes' in msg
 
 
+def test_two_stage_num_classes_mismatch_names_the_roi_head_field(repo):
+    """Faster R-CNN's classes are in roi_head.bbox_head (its RPN's single class is not checked)."""
+    config = str(repo / 'configs/tiny/faster_rcnn_s_digits.py')
+    load_config(config)  # as shipped: 10 and 10
+    with pytest.raises(ConfigCheckError) as e:
+        load_config(config, {'model.roi_head.bbox_head.num_classes': 4})
+    msg = str(e.value)
+    assert '\n' not in msg and config in msg
+    assert 'model.roi_head.bbox_head.num_classes=4 but train_dataloader.dataset has 10' in msg
+
+
 def test_missing_and_corrupt_checkpoints(tmp_path):
     with pytest.raises(CheckpointError, match=r"checkpoint '.*nope\.pth' not found"):
         test_cli.evaluate(GFL_S, str(tmp_path / 'nope.pth'))
@@ -113,3 +124,30 @@ def test_coco_row_and_table_hand_computed():
         '| m     |  41.2 |  60.0 |  45.0 |  20.0 |  50.0 |   n/a |'
     with pytest.warns(UserWarning, match='no detection above'):
         assert coco_row({}) == dict.fromkeys(row, 0.0)  # CocoMetric's empty result
+
+
+@pytest.mark.parametrize('options,message', [
+    ({'train_dataloader.batch_size': 0}, 'train_dataloader.batch_size=0 must be a whole number'),
+    ({'val_dataloader.batch_size': 1.5}, 'val_dataloader.batch_size=1.5 must be a whole'),
+    ({'train_dataloader.num_workers': -1}, 'train_dataloader.num_workers=-1 must be a whole'),
+    ({'train_dataloader.num_workers': 0},  # the base config's persistent workers stay on
+     'train_dataloader.persistent_workers=True needs train_dataloader.num_workers > 0'),
+    ({'test_dataloader.num_workers': 0, 'test_dataloader.persistent_workers': False,
+      'test_dataloader.prefetch_factor': 2}, 'test_dataloader.prefetch_factor=2 needs'),
+])
+def test_loader_settings_that_cannot_work_are_refused_before_building(options, message):
+    """(A batch size of 0 used to end in torch's raw ValueError once the Runner was built.)"""
+    with pytest.raises(ConfigCheckError, match=rf'gfl_s_digits.py: {message}'):
+        load_config(GFL_S, options)
+
+
+def test_train_cli_names_a_zero_batch_size_in_one_line(tmp_path):
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, str(REPO / 'tools' / 'train.py'), GFL_S,
+                           '--work-dir', str(tmp_path / 'w'), '--cfg-options',
+                           'train_dataloader.batch_size=0'], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode != 0 and 'Traceback' not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "error: ") and 'train_dataloader.batch_size=0 must be a whole number >= 1' in proc.stderr

@@ -44,10 +44,11 @@ def test_coco_distill_builds_and_trains_one_iteration(student, recipe, r101_ckpt
     cfg = build_distill_config(str(repo / student), recipe, str(repo / TEACHER), r101_ckpt,
                                options)
     assert ('teacher' in cfg.model) == (recipe not in ('none', 'sdr'))
-    seen = {}
+    seen, models = {}, []
 
     def check(model, log_vars):
         seen.update(log_vars)
+        models.append(model)
         if model.teacher is not None:
             assert not model.teacher.training
             assert all(p.grad is None for p in model.teacher.parameters())
@@ -59,3 +60,22 @@ def test_coco_distill_builds_and_trains_one_iteration(student, recipe, r101_ckpt
     assert {'loss_cls', 'loss_bbox', 'loss_dfl'} <= set(seen)
     if 'salt' in student:
         assert 'loss_bbox_stage1' in seen
+    if 'crosskd' in recipe:
+        _check_cross_path(models[-1], student, cfg, repo)
+
+
+def _check_cross_path(model, student, cfg, repo):
+    """CrossKD's place from the heads' towers: ``layer`` counts from the end of each tower of
+    ``stacked_convs`` convs (4 in both GFL heads: the paper's index 3); equal widths (256), so
+    no adapter at all (nor for PKD's neck)."""
+    from mmengine.config import Config
+    heads = [Config.fromfile(str(repo / c)).model.bbox_head for c in (student, TEACHER)]
+    layers = {e['student']['layer'] for e in cfg.model.edges if e['student'].get('of') == 'cross'}
+    assert len(layers) == 1
+    layer = layers.pop()
+    expected = tuple(h.stacked_convs + layer for h in heads)
+    assert expected == (3, 3)  # the paper's "3 of 4"
+    assert [(p.k_s, p.k_t, p.align) for p in model.cross_paths.values()] == [(*expected, True)]
+    assert heads[0].feat_channels == heads[1].feat_channels == 256
+    assert len(model.adapters) == 0 and not any(
+        n.startswith('adapters.') for n, _ in model.named_parameters())

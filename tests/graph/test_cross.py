@@ -176,33 +176,24 @@ def test_refusals_name_both_heads_the_layer_and_what_differs(repo):
         _graph(repo, dict(output='cls_logits', layer=1))
 
 
-def test_refuses_a_head_it_cannot_cross(repo, tmp_path, monkeypatch):
+def test_refuses_a_head_it_cannot_cross(repo, tmp_path):
+    """RTMDet's SepBN head (a tower per level) declares its outputs but cannot be crossed,
+    although it derives from ATSS's head, which can."""
     from mmengine.config import Config
 
-    from distill.graph import outputs
     from tests.helpers import save_detector_checkpoint
-    (tmp_path / 'retina.py').write_text(
-        f"_base_ = '{repo / TEACHER}'\n"
-        "model = dict(type='RetinaNet', bbox_head=dict(\n"
-        "    _delete_=True, type='RetinaHead', num_classes=10, in_channels=96,\n"
-        "    stacked_convs=4, feat_channels=96,\n"
-        "    anchor_generator=dict(type='AnchorGenerator', ratios=[1.0], octave_base_scale=2,\n"
-        "                          scales_per_octave=1, strides=[8, 16, 32]),\n"
-        "    bbox_coder=dict(type='DeltaXYWHBBoxCoder'),\n"
-        "    loss_cls=dict(type='FocalLoss', use_sigmoid=True),\n"
-        "    loss_bbox=dict(type='L1Loss')))\n")
-    cfg = Config.fromfile(str(tmp_path / 'retina.py'))
-    ckpt = save_detector_checkpoint(str(tmp_path / 'retina.py'), tmp_path / 'r.pth')
-    # RetinaHead declares its outputs here (as a user would); it is still not crossable
-    monkeypatch.setitem(outputs._REGISTRY, 'RetinaHead', outputs.ATSS_OUTPUTS)
+    rtmdet = str(repo / 'configs/tiny/rtmdet_s_digits.py')
+    cfg = Config.fromfile(rtmdet)
+    ckpt = save_detector_checkpoint(rtmdet, tmp_path / 'r.pth')
     edge = dict(name='c', loss=dict(type='QFLKDLoss'),
                 student=dict(output='cls_logits', of='cross'),
                 teacher=dict(output='cls_logits'), region=dict(type='AllRegion'))
-    with pytest.raises(RecipeError, match=r'the teacher head RetinaHead is not one the graph '
-                                          r'can cross.*GFLHead'):
+    with pytest.raises(RecipeError, match=r'cannot cross GFLHead \(s.py\) into RTMDetSepBNHead '
+                                          r'\(rtmdet.py\).*the teacher head RTMDetSepBNHead is '
+                                          r'not one the graph can cross.*GFLHead'):
         DistillGraph(architecture=Config.fromfile(str(repo / STUDENT)).model,
                      teacher=cfg.model, teacher_ckpt=ckpt, edges=[edge],
-                     edges_source='r.py', pair_names=('s.py', 'retina.py'))
+                     edges_source='r.py', pair_names=('s.py', 'rtmdet.py'))
 
 
 def test_refuses_a_tower_conv_whose_pre_activation_cannot_be_tapped(repo):

@@ -17,7 +17,9 @@ from mmengine.registry import init_default_scope
 
 from distill.build import build_train_parts
 from distill.cli.train_distill import build_distill_config
+from distill.config_files import base_dataset_cfg
 from distill.graph import TeacherCache, TeacherCacheError
+from distill.graph.cache_key import SOURCE_FIELD, environment, tag_sources
 from distill.graph.teacher_cache import image_key, teacher_key, tree_stack
 from distill.graph.teacher_cache_hook import (
     check_deterministic,
@@ -43,6 +45,7 @@ def run(repo):
     cfg = build_distill_config(str(repo / STUDENT), ['crosskd', 'pkd'], str(repo / TEACHER),
                                str(repo / SHIPPED))
     model, dataset, _ = build_train_parts(cfg, 6, 0)
+    tag_sources(base_dataset_cfg(cfg.train_dataloader.dataset), dataset)  # as the hook does
     batches = [pseudo_collate([dataset[i] for i in idx]) for idx in ([0, 1, 2], [3, 4, 5])]
     return model, batches
 
@@ -104,7 +107,7 @@ def test_a_new_process_reads_the_files_and_rebuilds_damaged_or_stale_ones(run, t
     _assert_same(ref[0], losses)
 
     samples = model.data_preprocessor(batches[0], True)['data_samples']
-    images = [image_key(s.metainfo) for s in samples]
+    images = fresh.image_keys(samples)
     head = fresh.path('head', images[0])
     with open(head, 'wb') as f:
         f.write(b'not a torch file')  # damaged: does not load
@@ -182,22 +185,27 @@ def test_random_pipelines_are_refused_naming_the_transform(repo):
     cfg = Config.fromfile(str(repo / STUDENT))
     check_deterministic(cfg, STUDENT)  # the tiny pipelines are deterministic
     pipe = list(cfg.train_dataloader.dataset.pipeline)
-    assert random_transforms(pipe + [dict(type='RandomFlip', prob=0.0)]) == []
-    assert random_transforms(pipe + [dict(type='RandomFlip', prob=0.5)]) == ['4: RandomFlip']
-    assert random_transforms([dict(type='RandomChoiceResize', scales=[(1, 1)])]) == [
-        '0: RandomChoiceResize']
+    assert random_transforms(pipe + [dict(type='RandomFlip', prob=0.0)], keyed=False) == []
+    # flips and random scales are in the image key (accepted), unless keyed=False
+    assert random_transforms(pipe + [dict(type='RandomFlip', prob=0.5)]) == []
+    assert random_transforms(pipe + [dict(type='RandomFlip', prob=0.5)], keyed=False) == [
+        '4: RandomFlip']
+    assert random_transforms([dict(type='RandomChoiceResize', scales=[(1, 1)])],
+                             keyed=False) == ['0: RandomChoiceResize']
     assert random_transforms([dict(type='PhotoMetricDistortion')]) == [
         '0: PhotoMetricDistortion']
-    cfg.train_dataloader.dataset.pipeline = pipe + [dict(type='RandomFlip', prob=0.5)]
+    cfg.train_dataloader.dataset.pipeline = pipe + [dict(type='PhotoMetricDistortion')]
     wrapped = Config(dict(train_dataloader=dict(dataset=dict(
         type='RepeatDataset', times=2, dataset=cfg.train_dataloader.dataset))))
-    for c in (cfg, wrapped):
-        with pytest.raises(TeacherCacheError, match=r"student.py: .*random transform\(s\) "
-                                                    r"\['4: RandomFlip'\]"):
+    for c, field in ((cfg, 'dataset'), (wrapped, 'dataset.dataset')):
+        with pytest.raises(TeacherCacheError, match=rf"student.py: .* train_dataloader\.{field}"
+                                                    rf"\.pipeline has the random transform\(s\) "
+                                                    rf"\['4: PhotoMetricDistortion'\]"):
             check_deterministic(c, 'student.py')
     batch = Config(dict(model=dict(data_preprocessor=dict(
         batch_augments=[dict(type='BatchSyncRandomResize')]))))
-    with pytest.raises(TeacherCacheError, match='batch_augments is .*BatchSyncRandomResize'):
+    with pytest.raises(TeacherCacheError, match=r'model\.data_preprocessor\.batch_augments has '
+                                                r'.*BatchSyncRandomResize'):
         check_deterministic(batch, 'student.py')
 
 
@@ -207,12 +215,15 @@ def test_the_cache_folder_is_keyed_by_what_makes_the_teacher_input(repo):
     cfg = build_distill_config(str(repo / STUDENT), 'kd', str(repo / TEACHER),
                                str(repo / SHIPPED))
 
-    def key(c, sha='a' * 64, fp16=False):
-        return teacher_key(sha, *key_parts(c), fp16)
+    env = dict(torch='2', mmdet='3.3.0', device='cpu')
+
+    def key(c, sha='a' * 64, fp16=False, **kw):
+        return teacher_key(sha, *key_parts(c), fp16, dict(env, **kw))
 
     base = key(cfg)
     assert key(cfg.copy()) == base
-    changed = [key(cfg, sha='b' * 64), key(cfg, fp16=True)]
+    changed = [key(cfg, sha='b' * 64), key(cfg, fp16=True), key(cfg, torch='3'),
+               key(cfg, mmdet='3.3.1'), key(cfg, device='cuda')]
     for edit in ('model.architecture.data_preprocessor.mean', 'model.teacher.neck.out_channels',
                  'train_dataloader.dataset.pipeline', 'optim_wrapper.type',
                  'train_dataloader.dataset.seed'):
@@ -229,6 +240,10 @@ def test_the_cache_folder_is_keyed_by_what_makes_the_teacher_input(repo):
     c.merge_from_dict({'train_dataloader.dataset.indices': 32})
     assert key(c) == base
     assert osp.basename(TeacherCache(base, {}, '/x').directory) == base[:24]
+
+
+#: The metainfo every image key needs besides the image's identity.
+_SHAPES = {SOURCE_FIELD: 'src', 'img_shape': (4, 5), 'batch_input_shape': (4, 5)}
 
 
 class _Mixed(torch.nn.Module):
@@ -253,16 +268,16 @@ def test_each_tensor_comes_back_in_its_own_dtype(tmp_path, fp16):
     model = torch.nn.Module()
     model.mixed = _Mixed()
     manager = _mixed_manager(model)
-    samples = [DetDataSample(metainfo=dict(img_id=i, img_path=f'/none/{i}.jpg'))
+    samples = [DetDataSample(metainfo=dict(img_id=i, img_path=f'/none/{i}.jpg', **_SHAPES))
                for i in range(3)]
     x = torch.randn(3, 4, 5) * 100
     with manager:
         model.mixed(x)
     recorded = manager.get_recorder('out').data_buffer
     cache = TeacherCache('k' * 64, dict(out={}), str(tmp_path), fp16=fp16, num_images=3)
-    cache.store(manager, TeacherCache.image_keys(samples))
+    cache.store(manager, cache.image_keys(samples))
     for source in (cache, TeacherCache('k' * 64, dict(out={}), str(tmp_path), fp16=fp16)):
-        back = source.load(TeacherCache.image_keys(samples))['out']
+        back = source.load(source.image_keys(samples))['out']
         got, want = back[0], recorded[0]
         assert [t.dtype for t in (*got[0], *got[1])] == [torch.float16, torch.float32,
                                                          torch.int64]
@@ -281,10 +296,10 @@ def test_records_that_are_not_per_image_and_images_without_identity_are_refused(
     with manager:
         model.mixed(torch.randn(6, 2))  # 6 rows for a batch of 3 images
     cache = TeacherCache('k' * 64, dict(out={}), None, num_images=3)
-    samples = [DetDataSample(metainfo=dict(img_id=i)) for i in range(3)]
+    samples = [DetDataSample(metainfo=dict(img_id=i, **_SHAPES)) for i in range(3)]
     with pytest.raises(TeacherCacheError, match=r"tap 'out' recorded tensors of shapes "
                                                 r"\[\(6, 2\)"):
-        cache.store(manager, TeacherCache.image_keys(samples))
+        cache.store(manager, cache.image_keys(samples))
     with pytest.raises(TeacherCacheError, match='neither img_path nor img_id'):
         image_key(dict(img_shape=(4, 4)))
 
@@ -297,3 +312,11 @@ def test_weights_digest_covers_buffers_of_every_shape():
     with torch.no_grad():
         b.bn.running_mean[0] += 1
     assert weights_digest(a) != weights_digest(b)
+
+
+def test_the_environment_names_the_libraries_the_device_and_the_distill_code(run):
+    model, _ = run
+    env = environment(model.teacher)
+    assert {'torch', 'mmcv', 'mmdet', 'mmengine', 'mmrazor', 'distill', 'cv2',
+            'device', 'distill_code'} <= set(env)
+    assert env['device'] == next(model.teacher.parameters()).device.type

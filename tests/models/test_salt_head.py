@@ -164,3 +164,30 @@ def test_either_stage_can_make_the_boxes(repo):
     with pytest.raises(ValueError, match='box_stage must be 1 or 2'):
         build_train_parts(build_distill_config(str(repo / SALT_S), 'none', cfg_options={
             'model.test_cfg.box_stage': 3}), 1)
+
+
+@pytest.mark.parametrize('d_relu', [True, False])
+def test_disentanglement_vectors_paper_and_published(d_relu, repo, monkeypatch):
+    """Eq. 4 (d_relu=True): D = ReLU(conv_d(F^c)); the published form: D = conv_d(F^c). With
+    conv_d's output set to -1 everywhere, the paper's exp(D) is 1 (classification points =
+    regression points) and the published one exp(-1) (points moved inward)."""
+    from distill.models import salt_head
+    graph, data = _forward(SALT_S, repo)
+    head = graph.architecture.bbox_head
+    head.d_relu = d_relu
+    torch.nn.init.zeros_(head.conv_d.weight)
+    torch.nn.init.constant_(head.conv_d.bias, -1.0)
+    seen = []
+    original = salt_head.classification_points
+
+    def recorded(reg_points, d, mode):
+        seen.append((reg_points, d))
+        return original(reg_points, d, mode)
+
+    monkeypatch.setattr(salt_head, 'classification_points', recorded)
+    head(graph.architecture.extract_feat(data['inputs']))
+    reg_points, d = seen[0]
+    torch.testing.assert_close(d, torch.full_like(d, 0.0 if d_relu else -1.0))
+    cls = original(reg_points, d, 'exp')
+    factor = 1.0 if d_relu else float(torch.tensor(-1.0).exp())
+    torch.testing.assert_close(cls, reg_points * factor)

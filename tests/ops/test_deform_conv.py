@@ -75,31 +75,43 @@ def test_mmcv_kernel_path_equals_ours(cls, bias):
 
 
 def test_cuda_kernel_switch():
-    # mmcv's: the default until gpu_check.sh has passed (DISTILL_DCN_CUDA sets another)
-    default = os.environ.get('DISTILL_DCN_CUDA', 'mmcv')
+    # ours: the default since gpu_check.sh passed on an H200 (DISTILL_DCN_CUDA sets another)
+    default = os.environ.get('DISTILL_DCN_CUDA', 'ours')
     assert deform_conv.cuda_kernel() == default
-    assert deform_conv.set_cuda_kernel('ours') == default
+    assert deform_conv.set_cuda_kernel('mmcv') == default
     try:
-        assert deform_conv.cuda_kernel() == 'ours'
+        assert deform_conv.cuda_kernel() == 'mmcv'
         with pytest.raises(ValueError, match=r"kernel 'cudnn': must be one of \('mmcv', 'ours'\)"):
             deform_conv.set_cuda_kernel('cudnn')
-        assert deform_conv.cuda_kernel() == 'ours'
+        assert deform_conv.cuda_kernel() == 'mmcv'
     finally:
         deform_conv.set_cuda_kernel(default)
 
 
 @pytest.mark.skipif(not (torch.cuda.is_available() and compiled_available('cuda')),
                     reason='needs a GPU and distill._C built with its CUDA kernels')
-@pytest.mark.parametrize('cls', [PSDCN, PSDCNv2])
-def test_cuda_kernels_agree(cls):
-    """On a GPU, the default (mmcv's kernels) and ours give the same output."""
+@pytest.mark.parametrize('cls,bias', [(PSDCN, False), (PSDCNv2, True)])
+def test_cuda_kernels_agree(cls, bias):
+    """On a GPU, the default (mmcv's kernels) and ours give the same output and the same
+    gradients of the input, the weight, the offset conv and the bias."""
     torch.manual_seed(2)
-    layer = off_grid(cls(4, 6, 3, padding=1), False).cuda()
+    layer = off_grid(cls(4, 6, 3, padding=1, bias=bias), bias).cuda()
     x = torch.randn(2, 4, 7, 5, device='cuda')
-    a = layer(x)
-    previous = deform_conv.set_cuda_kernel('ours')
-    try:
-        b = layer(x)
-    finally:
-        deform_conv.set_cuda_kernel(previous)
+    params = [layer.weight, layer.conv_offset.weight, layer.conv_offset.bias] + (
+        [layer.bias] if bias else [])
+    g = torch.randn(2, 6, 7, 5, device='cuda')
+
+    def run(kernel):
+        previous = deform_conv.set_cuda_kernel(kernel)
+        try:
+            xi = x.clone().requires_grad_()
+            out = layer(xi)
+            return out, torch.autograd.grad(out, [xi, *params], g)
+        finally:
+            deform_conv.set_cuda_kernel(previous)
+
+    (a, ga), (b, gb) = run('mmcv'), run('ours')
     torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+    names = ['input', 'weight', 'offset conv weight', 'offset conv bias', 'bias']
+    for name, u, v in zip(names, ga, gb):
+        torch.testing.assert_close(v, u, rtol=1e-3, atol=1e-4, msg=name)

@@ -22,6 +22,7 @@
 #include <cstring>
 
 #include "../clones.h"
+#include "../parallel.h"
 
 namespace distill {
 namespace ops {
@@ -136,7 +137,8 @@ at::Tensor focal_neg_sum_cpu(const at::Tensor& logits, double gamma, double alph
   const float scale = static_cast<float>(1.0 - alpha);
   // about 4k elements per task: enough work to pay for a thread's start
   const int64_t grain = std::max<int64_t>(1, kBlock / std::max<int64_t>(classes, 1));
-  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+  // about 20 operations per element (the exp and log1p polynomials)
+  balanced_for(rows, grain, 20 * classes, [&](int64_t begin, int64_t end) {
     rows_kernel(px, po, classes, scale, begin, end);
   });
   return out;

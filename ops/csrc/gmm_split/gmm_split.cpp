@@ -20,6 +20,8 @@
 #include <limits>
 #include <vector>
 
+#include "../parallel.h"
+
 namespace distill {
 namespace ops {
 namespace {
@@ -113,7 +115,9 @@ at::Tensor gmm_split_cpu(const at::Tensor& scores, const at::Tensor& valid, int6
   const double* px = x.data_ptr<double>();
   const bool* pv = v.data_ptr<bool>();
   bool* po = out.data_ptr<bool>();
-  at::parallel_for(0, groups, 8, [&](int64_t begin, int64_t end) {
+  // an EM iteration costs about 20 operations per value; most groups stop after a few
+  balanced_for(groups, 8, 20 * m * std::min<int64_t>(max_iter, 10), [&](int64_t begin,
+                                                                         int64_t end) {
     std::vector<double> values(m);  // one group's valid values, in order
     std::vector<int64_t> where(m);  // and their columns
     std::vector<char> low(m);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "../clones.h"
+#include "../parallel.h"
 #include "point_sample.h"
 
 namespace distill {
@@ -58,7 +59,8 @@ template <typename T>
 void forward_kernel(const T* f, const T* pts, T* out, int64_t B, int64_t H, int64_t W, int64_t C,
                     int64_t N) {
   const std::vector<T> zero_row(C, T(0));
-  at::parallel_for(0, B * H * W, 16, [&](int64_t begin, int64_t end) {
+  // each location samples N points of C channels at 4 corners
+  balanced_for(B * H * W, 16, 4 * N * C, [&](int64_t begin, int64_t end) {
     forward_rows_mv(f, pts, out + begin * N * C, zero_row.data(), H, W, C, N, begin, end);
   });
 }
@@ -137,7 +139,8 @@ void backward_kernel(const T* gc, const T* f, const T* pts, T* gf_slabs, T* gp, 
   const int64_t HW = H * W;
   const int64_t per_slab = (HW + slabs - 1) / slabs;
   const std::vector<T> zero_row(C, T(0));
-  at::parallel_for(0, B * slabs, 1, [&](int64_t begin, int64_t end) {
+  // tasks write their own slab copy and their own locations' point gradients: balanced
+  balanced_for(B * slabs, 1, 8 * per_slab * N * C, [&](int64_t begin, int64_t end) {
     std::vector<T> sink(C);  // scatter target of outside neighbours (weight 0)
     for (int64_t t = begin; t < end; ++t) {
       const int64_t b = t / slabs, slab = t % slabs;
@@ -255,7 +258,7 @@ at::Tensor point_sample_sum_cpu(const at::Tensor& feats, const at::Tensor& point
   AT_DISPATCH_FLOATING_TYPES(feats.scalar_type(), "point_sample_sum_cpu", [&] {
     const std::vector<scalar_t> zero_row(C, scalar_t(0));
     const scalar_t *fp = f.data_ptr<scalar_t>(), *pp = pts.data_ptr<scalar_t>();
-    at::parallel_for(0, (R + T - 1) / T, 1, [&](int64_t t0, int64_t t1) {
+    static_for((R + T - 1) / T, 1, T * N * C * (4 + 2 * C_out), [&](int64_t t0, int64_t t1) {
       auto cols = at::empty({T, N * C}, f.options());
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t r0 = t * T, rows = std::min(R, r0 + T) - r0;
@@ -299,7 +302,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> point_sample_sum_backward_cpu(
   AT_DISPATCH_FLOATING_TYPES(feats.scalar_type(), "point_sample_sum_backward_cpu", [&] {
     const std::vector<scalar_t> zero_row(C, scalar_t(0));
     const scalar_t *fp = f.data_ptr<scalar_t>(), *pp = pts.data_ptr<scalar_t>();
-    at::parallel_for(0, B * slabs, 1, [&](int64_t t0, int64_t t1) {
+    // one kernel-gradient accumulator per thread: static, so the summation order is fixed
+    static_for(B * slabs, 1, per_slab * N * C * (8 + 4 * C_out), [&](int64_t t0, int64_t t1) {
       auto tile = at::empty({T, N * C}, f.options());
       auto gcols = at::empty({T, N * C}, f.options());
       auto acc = gk[at::get_thread_num()];

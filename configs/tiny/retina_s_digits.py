@@ -1,0 +1,4 @@
+# Tiny RetinaNet (small, mmdet's RetinaHead, 9 anchors per location) on digits-scenes (CPU,
+# from scratch); the model: configs/_base_/models/tiny_retina_s.py.
+_base_ = ['../_base_/models/tiny_retina_s.py', '../_base_/datasets/digits_scenes.py',
+          '../_base_/tiny_runtime.py']

@@ -125,8 +125,17 @@ def test_joint_logits_gradient_matches_plain_logit_in_float64():
 
 def test_heads_declare_their_outputs_along_the_mro():
     """mmdet's LDHead (a GFLHead subclass) inherits GFL's names; SALT-Net adds its stage-1
-    boxes; ATSS has deltas, not distributions; an undeclared head has none."""
-    from mmdet.models.dense_heads import ATSSHead, GFLHead, LDHead, RetinaHead
+    boxes; ATSS has deltas, not distributions; TOOD and RTMDet (ATSS subclasses) have their
+    own (distill/models/mmdet_heads.py); an undeclared head has none."""
+    from mmdet.models.dense_heads import (
+        ATSSHead,
+        GFLHead,
+        LDHead,
+        RetinaHead,
+        RTMDetSepBNHead,
+        SSDHead,
+        TOODHead,
+    )
 
     from distill.graph.outputs import head_outputs
     from distill.models import SALTHead
@@ -139,7 +148,12 @@ def test_heads_declare_their_outputs_along_the_mro():
     assert names(SALTHead) == gfl | {'box_stage1'}
     assert names(ATSSHead) == {'cls_logits', 'box_deltas', 'centerness', 'boxes', 'labels',
                                'pos_mask', 'gt_boxes'}
-    assert names(RetinaHead) == set()
+    # RetinaNet's assignment also ignores anchors (label weight 0): CrossKD's published recipe
+    assert names(RetinaHead) == {'cls_logits', 'box_deltas', 'boxes', 'labels', 'pos_mask',
+                                 'gt_boxes', 'label_weights'}
+    assert names(TOODHead) == {'cls_logits', 'boxes', 'labels', 'pos_mask', 'gt_boxes'}
+    assert names(RTMDetSepBNHead) == names(RetinaHead) - {'label_weights'}
+    assert names(SSDHead) == set()
     # the stage-1 boxes are forward output 2, decoded from distances in strides
     spec = head_outputs(SALTHead.__new__(SALTHead))['box_stage1']
     assert (spec.tap, spec.index) == ('head', 2)

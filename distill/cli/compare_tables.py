@@ -255,6 +255,7 @@ def _schedule_chart(summaries, recipes, teacher, path, title) -> None:
     ax.set_xscale('log')
     ax.set_xticks(budgets)
     ax.set_xticklabels([str(b) for b in budgets])
+    ax.set_xticks([], minor=True)  # the log scale's own minor labels (e.g. '2 x 10^1') would clash
     ax.set_xlabel('training budget (epochs)')
     ax.set_ylabel('ΔAP vs none (95 % interval)')
     ax.set_title(title, fontsize=9)

@@ -7,11 +7,11 @@
 # RetinaNet configs (fgd_gfl_r101_distill_gfl_r50_fpn_1x_coco.py,
 # fgd_retina_r101_fpn_2x_distill_retina_r50_fpn_2x_coco.py). Their "inheriting" start (the
 # student's neck and head initialised from the teacher's) is not part of this recipe.
-# channels / num_levels: the teacher's neck (256, P3-P7 for COCO); the tiny pair needs
-# channels=96, num_levels=3. docs/feature_methods.md.
+# channels / num_levels None: read from the teacher's neck when the graph is built (256 and
+# 5, P3-P7, for COCO; 96 and 3 on the tiny pair). docs/feature_methods.md.
 edges = [
     dict(name='fgd',
-         loss=dict(type='FGDFeatureLoss', channels=256, num_levels=5, temp=0.5,
+         loss=dict(type='FGDFeatureLoss', channels=None, num_levels=None, temp=0.5,
                    alpha_fgd=1e-3, beta_fgd=5e-4, gamma_fgd=5e-4, lambda_fgd=5e-6),
          student=dict(output='neck'), teacher=dict(output='neck'),
          region=dict(type='FGDRegion', strides=(8, 16, 32, 64, 128))),

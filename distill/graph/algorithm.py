@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from distill.checkpoint import load_weights_strict
 from distill.errors import ConfigError, DistillError
 from distill.graph import cross
-from distill.graph.edges import cross_key, edge_normaliser, read_tap, split_levels
+from distill.graph.edges import cross_key, edge_normaliser, fill_neck_width, read_tap, split_levels
 from distill.graph.finite import NonFiniteLossError, check_finite  # noqa: F401 (re-export)
 from distill.graph.inherit import check_inherit, inherit_from_teacher
 from distill.graph.nodes import node_taps, region_context, runs_head
@@ -152,7 +152,8 @@ class DistillGraph(BaseAlgorithm):
         self.teacher_ckpt = teacher_ckpt
         if teacher is not None:
             teacher = _build(_in_scope(teacher, 'mmdet'), MODELS)
-        self.edge_cfgs = edge_cfgs
+        self.edge_cfgs = [fill_neck_width(e, self.architecture, teacher, reads_teacher(e),
+                                          edges_source) for e in edge_cfgs]
         self.pair_names = tuple(pair_names)
         check_outputs(self.edge_cfgs, self.architecture, teacher, self.pair_names,
                       edges_source)

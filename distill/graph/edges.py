@@ -8,6 +8,8 @@ from mmdet.utils import reduce_mean
 from mmrazor.models.task_modules.recorder import RecorderManager
 from torch import Tensor
 
+from distill.errors import ConfigError
+
 
 def read_tap(manager: RecorderManager, spec: dict):
     """What a tap reference ``dict(tap, index=None, record=0)`` recorded in the last step."""
@@ -74,3 +76,37 @@ def split_levels(weight: Tensor, maps: list[Tensor]) -> list[Tensor]:
     parts = weight.split([h * w * a for h, w in sizes], dim=1)
     return [p.reshape(len(p), h * w, a).amax(-1).reshape(len(p), 1, h, w)
             for p, (h, w) in zip(parts, sizes)]
+
+
+def fill_neck_width(edge: dict, student, teacher, reads_teacher: bool, source: str) -> dict:
+    """A feature loss with modules per FPN level (MGD's generation blocks, FGD's GcBlocks)
+    left at ``channels=None`` / ``num_levels=None`` gets them from the neck whose maps it
+    compares: the teacher's (the student's maps pass the graph's 1x1 neck adapter first), or
+    the student's own when the edge reads no teacher. One recipe then serves every pair.
+
+    Args:
+        edge (dict): The edge config; returned unchanged when neither field is None.
+        student, teacher: The built detectors (``teacher`` None for a teacherless run).
+        reads_teacher (bool): Whether the edge's teacher side is the teacher.
+        source (str): The recipe file, for the error message.
+
+    Returns:
+        dict: The edge with a copy of its ``loss`` holding both values.
+    """
+    loss = edge['loss']
+    if not any(k in loss and loss[k] is None for k in ('channels', 'num_levels')):
+        return edge
+    model = teacher if reads_teacher and teacher is not None else student
+    neck = getattr(model, 'neck', None)
+    if neck is None or not hasattr(neck, 'out_channels'):
+        raise ConfigError(f'{source}: edge {edge["name"]!r}: loss {loss.get("type")} has '
+                          f'channels=None / num_levels=None, read from the neck, and '
+                          f'{type(model).__name__} has no neck with out_channels: give both')
+    # FPN-like necks say how many maps they return (num_outs); PAFPNs return one per input
+    levels = getattr(neck, 'num_outs', None) or len(neck.in_channels)
+    filled = dict(loss)
+    if filled.get('channels', 0) is None:
+        filled['channels'] = neck.out_channels
+    if filled.get('num_levels', 0) is None:
+        filled['num_levels'] = levels
+    return dict(edge, loss=filled)

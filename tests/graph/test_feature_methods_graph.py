@@ -24,9 +24,6 @@ def test_recipes_read_and_name_their_defaults():
 def test_cwd_mgd_fgd_train_on_the_tiny_pair(tmp_path, repo):
     ckpt = save_detector_checkpoint(str(repo / TEACHER), tmp_path / 'teacher.pth', seed=1)
     cfg = build_distill_config(str(repo / STUDENT), 'cwd+mgd+fgd', str(repo / TEACHER), ckpt)
-    for edge in cfg.model.edges:  # the tiny teacher's neck: 96 channels, P3-P5
-        if 'channels' in edge['loss']:
-            edge['loss'].update(channels=96, num_levels=3)
     seen, models = {}, []
     check = teacher_checker(seen)
 
@@ -44,6 +41,10 @@ def test_cwd_mgd_fgd_train_on_the_tiny_pair(tmp_path, repo):
     for name in ('cwd', 'mgd', 'fgd'):
         assert 0 < seen[f'loss_{name}'] < float('inf'), name
     model = models[-1]
+    # the recipes' channels / num_levels (None) read from the tiny teacher's neck: 96, P3-P5
+    for name in ('mgd', 'fgd'):
+        assert (model.edge_losses[name].channels, model.edge_losses[name].num_levels) == (96, 3)
+    assert len(model.edge_losses['mgd'].generation) == 3
     assert 'neck' in model.adapters and touched['adapters.neck.weight']
     assert touched['edge_losses.mgd.generation.0.2.weight']
     assert touched['edge_losses.fgd.gc_student.0.channel_add.3.weight']
@@ -51,3 +52,35 @@ def test_cwd_mgd_fgd_train_on_the_tiny_pair(tmp_path, repo):
     # FGD's region: a foreground weight on some locations, the rest background
     fg = model.last_regions['fgd']
     assert fg.shape[0] == 2 and (fg > 0).any() and (fg == 0).any() and fg.max() <= 1
+
+
+def test_neck_widths_are_filled_from_the_neck_the_edge_reads():
+    """channels / num_levels None: the teacher's neck (FPN: num_outs; PAFPN: one level per
+    input), the student's for an edge without teacher; explicit values are kept; no neck is a
+    one-line error naming the recipe and the edge."""
+    import pytest
+    from mmdet.registry import MODELS
+    from torch import nn
+
+    from distill.errors import ConfigError
+    from distill.graph.edges import fill_neck_width
+
+    def detector(neck):
+        model = nn.Module()
+        model.neck = MODELS.build(neck)
+        return model
+
+    fpn = detector(dict(type='FPN', in_channels=[8, 16, 32], out_channels=24, num_outs=5))
+    pafpn = detector(dict(type='CSPNeXtPAFPN', in_channels=[8, 16, 32], out_channels=16,
+                          num_csp_blocks=1))
+    edge = dict(name='mgd', loss=dict(type='MGDFeatureLoss', channels=None, num_levels=None))
+    assert fill_neck_width(edge, pafpn, fpn, True, 'r.py')['loss']['channels'] == 24
+    assert fill_neck_width(edge, pafpn, fpn, True, 'r.py')['loss']['num_levels'] == 5
+    assert fill_neck_width(edge, fpn, pafpn, True, 'r.py')['loss'] == dict(
+        type='MGDFeatureLoss', channels=16, num_levels=3)
+    assert fill_neck_width(edge, fpn, None, False, 'r.py')['loss']['channels'] == 24
+    assert edge['loss']['channels'] is None  # the recipe's own dict is not changed
+    fixed = dict(edge, loss=dict(edge['loss'], channels=256, num_levels=5))
+    assert fill_neck_width(fixed, fpn, pafpn, True, 'r.py') is fixed
+    with pytest.raises(ConfigError, match=r"r\.py: edge 'mgd': loss MGDFeatureLoss .* no neck"):
+        fill_neck_width(edge, fpn, nn.Module(), True, 'r.py')

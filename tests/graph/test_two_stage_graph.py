@@ -80,12 +80,8 @@ def _teacher_state_kept(model, ckpt):
 
 
 def _feature_cfg(student, teacher, ckpt, repo, recipe='pkd+cwd+mgd+fgd'):
-    cfg = build_distill_config(str(repo / student), recipe, str(repo / teacher), ckpt)
-    for edge in cfg.model.edges:  # the teacher's neck: its width, P3-P5
-        if 'channels' in edge['loss']:
-            width = 96 if teacher == GFL_L else 64
-            edge['loss'].update(channels=width, num_levels=3)
-    return cfg
+    # MGD's and FGD's widths: None in the recipes, read from the teacher's neck (96 or 64, P3-P5)
+    return build_distill_config(str(repo / student), recipe, str(repo / teacher), ckpt)
 
 
 def test_faster_rcnn_student_learns_a_gfl_teachers_features(gfl_teacher, repo):

@@ -94,7 +94,9 @@ def fill_neck_width(edge: dict, student, teacher, reads_teacher: bool, source: s
         dict: The edge with a copy of its ``loss`` holding both values.
     """
     loss = edge['loss']
-    if not any(k in loss and loss[k] is None for k in ('channels', 'num_levels')):
+    unset = isinstance(loss, dict) and any(
+        k in loss and loss[k] is None for k in ('channels', 'num_levels'))
+    if not unset:
         return edge
     model = teacher if reads_teacher and teacher is not None else student
     neck = getattr(model, 'neck', None)

@@ -23,7 +23,7 @@ from mmdet.models.task_modules.prior_generators import MlvlPointGenerator
 from torch import Tensor, nn
 
 from distill.graph.edges import read_tap
-from distill.graph.outputs import ASSIGN_TAP, HEAD_TAP, NECK_TAP, model_outputs
+from distill.graph.outputs import ASSIGN_TAP, HEAD_TAP, NECK_TAP, head_outputs, model_outputs
 from distill.graph.recipe_check import reads_teacher
 from distill.regions.base import RegionContext
 
@@ -38,8 +38,12 @@ OUTPUT_NEEDS = ('label_weights',)
 
 
 def has_dense_head(model: nn.Module | None) -> bool:
-    """Whether a detector has a dense head (``bbox_head``; a two-stage one has none)."""
-    return getattr(model, 'bbox_head', None) is not None
+    """Whether a detector has a dense head the graph reads: a ``bbox_head`` that declares its
+    outputs (a two-stage detector has none; a head that declares nothing, e.g. a user's head
+    before ``register_head_outputs``, gives the graph nothing, so its node is read as a neck
+    only, as a two-stage one: its own losses train as always)."""
+    head = getattr(model, 'bbox_head', None)
+    return head is not None and bool(head_outputs(head))
 
 
 def region_needs(region) -> tuple | None:

@@ -60,7 +60,9 @@ def check_outputs(edge_cfgs: list, student: nn.Module, teacher: nn.Module | None
     if not edge_cfgs:
         return
     student_head = getattr(student, 'bbox_head', None)
-    if student_head is not None:  # (a detector without a dense head: check_pair says so)
+    # (a detector without a dense head: check_pair says so; a head that declares nothing is
+    # read as none, its regions from the neck's cells: only the edges reading it are refused)
+    if student_head is not None and head_outputs(student_head):
         missing = [n for n in CONTEXT_OUTPUTS if n not in head_outputs(student_head)]
         if missing:
             raise RecipeError(f'{source}: the regions need the student head\'s outputs '

@@ -110,23 +110,51 @@ def _stage1_boxes(head, ltrb, priors, strides):
     return ltrb_to_boxes(ltrb, priors, strides)
 
 
-def _delta_boxes(head, deltas, priors, strides):
+def decode_deltas(head, deltas, priors, strides):
+    """A ``derive`` for declarations: encoded box deltas decoded by the head's ``bbox_coder``.
+
+    Args:
+        head (nn.Module): The head (``bbox_coder``).
+        deltas (Tensor[B, N, 4]): Flat deltas, one row per prior.
+        priors (Tensor[N, 4]): The priors (anchors) in mmdet's flat order.
+        strides (Tensor[N]): Unused.
+
+    Returns:
+        Tensor[B, N, 4]: Boxes ``(x1, y1, x2, y2)`` in input-image pixels.
+    """
     return head.bbox_coder.decode(priors.to(deltas).expand(len(deltas), -1, -1), deltas)
 
 
-def _pos_mask(head, labels, priors, strides):
+def positives_of_labels(head, labels, priors, strides):
+    """A ``derive`` for declarations: the positives of assigned labels.
+
+    Args:
+        labels (Tensor[B, N]): Assigned labels, ``num_classes`` for background.
+
+    Returns:
+        Tensor[B, N] (bool): ``0 <= label < num_classes``.
+    """
     return (labels >= 0) & (labels < head.num_classes)
 
 
-def _gt_boxes_atss(head, targets, priors, strides):
+def decode_box_targets(head, targets, priors, strides):
+    """A ``derive`` for declarations: an anchor head's box targets as boxes (decoded by its
+    ``bbox_coder`` unless ``reg_decoded_bbox``: then they are boxes already).
+
+    Args:
+        targets (Tensor[B, N, 4]): ``get_targets``' box targets, one row per prior.
+
+    Returns:
+        Tensor[B, N, 4]: GT boxes in input-image pixels.
+    """
     if head.reg_decoded_bbox:
         return targets
-    return _delta_boxes(head, targets, priors, strides)
+    return decode_deltas(head, targets, priors, strides)
 
 
 _ASSIGNED = dict(
     labels=HeadOutput('assign', 1, 'assigned labels (from the head\'s own label assignment)'),
-    pos_mask=HeadOutput('assign', 1, 'assigned positives', _pos_mask),
+    pos_mask=HeadOutput('assign', 1, 'assigned positives', positives_of_labels),
 )
 GFL_OUTPUTS = dict(
     cls_logits=HeadOutput('head', 0, 'class (joint class-quality) logits'),
@@ -138,8 +166,8 @@ ATSS_OUTPUTS = dict(
     cls_logits=HeadOutput('head', 0, 'class logits'),
     box_deltas=HeadOutput('head', 1, 'encoded box deltas'),
     centerness=HeadOutput('head', 2, 'centerness logits'),
-    boxes=HeadOutput('head', 1, 'decoded boxes', _delta_boxes),
-    gt_boxes=HeadOutput('assign', 3, 'assigned GT boxes', _gt_boxes_atss),
+    boxes=HeadOutput('head', 1, 'decoded boxes', decode_deltas),
+    gt_boxes=HeadOutput('assign', 3, 'assigned GT boxes', decode_box_targets),
     **_ASSIGNED)
 #: SALT-Net: GFL's outputs from its stage 2, plus the stage-1 coarse boxes (forward index 2).
 SALT_OUTPUTS = dict(

@@ -33,10 +33,10 @@ from torch import Tensor
 from distill.graph.outputs import (
     HeadOutput,
     _centres,
-    _delta_boxes,
-    _gt_boxes_atss,
-    _pos_mask,
+    decode_box_targets,
+    decode_deltas,
     ltrb_to_boxes,
+    positives_of_labels,
     register_head_outputs,
 )
 
@@ -61,12 +61,12 @@ def prob_logits(probs: Tensor, eps: float = PROB_EPS) -> Tensor:
 RETINA_OUTPUTS = dict(
     cls_logits=HeadOutput('head', 0, 'class logits (A anchors per location)'),
     box_deltas=HeadOutput('head', 1, 'encoded box deltas (the head\'s bbox_coder)'),
-    boxes=HeadOutput('head', 1, 'decoded boxes', _delta_boxes),
+    boxes=HeadOutput('head', 1, 'decoded boxes', decode_deltas),
     labels=HeadOutput('assign', 0, 'assigned labels (the head\'s own label assignment)'),
     label_weights=HeadOutput('assign', 1, 'label weights of the assignment (0: anchors it '
                              'ignores, IoU between neg_iou_thr and pos_iou_thr)'),
-    pos_mask=HeadOutput('assign', 0, 'assigned positives', _pos_mask),
-    gt_boxes=HeadOutput('assign', 2, 'assigned GT boxes', _gt_boxes_atss),
+    pos_mask=HeadOutput('assign', 0, 'assigned positives', positives_of_labels),
+    gt_boxes=HeadOutput('assign', 2, 'assigned GT boxes', decode_box_targets),
 )
 
 
@@ -116,7 +116,8 @@ FCOS_OUTPUTS = dict(
     centerness=HeadOutput('head', 2, 'centerness logits'),
     labels=HeadOutput('assign', 0, 'assigned labels (FCOS ranges and centre sampling)',
                       flatten=fcos_targets),
-    pos_mask=HeadOutput('assign', 0, 'assigned positives', _pos_mask, flatten=fcos_targets),
+    pos_mask=HeadOutput('assign', 0, 'assigned positives', positives_of_labels,
+                        flatten=fcos_targets),
     gt_boxes=HeadOutput('assign', 1, 'assigned GT boxes', _fcos_gt_boxes,
                         flatten=fcos_targets),
 )
@@ -135,7 +136,7 @@ def _times_stride(head, raw, priors, strides):
 #: metrics, ...)`` per level, the box targets decoded GT boxes (pixels).
 _ANCHORS_FIRST = dict(
     labels=HeadOutput('assign', 1, 'assigned labels (task-aligned assignment)'),
-    pos_mask=HeadOutput('assign', 1, 'assigned positives', _pos_mask),
+    pos_mask=HeadOutput('assign', 1, 'assigned positives', positives_of_labels),
     gt_boxes=HeadOutput('assign', 3, 'assigned GT boxes'),
 )
 TOOD_OUTPUTS = dict(

@@ -30,7 +30,7 @@ from mmdet.structures.bbox import bbox_overlaps
 from mmdet.utils import reduce_mean
 from torch import Tensor, nn
 
-from distill.graph.outputs import HeadOutput, _pos_mask, register_head_outputs
+from distill.graph.outputs import HeadOutput, positives_of_labels, register_head_outputs
 from distill.models.box_dist import BoxDistOption, StrideDistanceCoder, dfl_loss, init_distribution
 from distill.ops.deform_conv import zero_offsets  # (importing registers PSDCN, PSDCNv2)
 from distill.regions.base import flatten_levels, pad_per_image
@@ -243,7 +243,7 @@ def _mod_outputs(head: MODHead) -> dict:
         'quality': HeadOutput('head', 2, f'{head.quality} logits'),
         'boxes': HeadOutput('head', 1, 'decoded boxes', _mod_boxes),
         'labels': HeadOutput('assign', 0, 'assigned labels (FCOS ranges or APS)'),
-        'pos_mask': HeadOutput('assign', 0, 'assigned positives', _pos_mask),
+        'pos_mask': HeadOutput('assign', 0, 'assigned positives', positives_of_labels),
         'gt_boxes': HeadOutput('assign', 1, 'assigned GT boxes'),
     }
 

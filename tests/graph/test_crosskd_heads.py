@@ -1,7 +1,8 @@
-"""CrossKD and PKD (and LD without DFL) on every head family the toolkit supports: a few real
-training steps each (finite losses, a gradient on every student parameter and adapter, the
-teacher untouched). The cross-head values and gradients of each head family against a hand-run
-of the teacher's layers: test_cross_values.py."""
+"""CrossKD and PKD (and LD without DFL), and the feature methods CWD, MGD, FGD with BCKD, on
+every head family the toolkit supports: a few real training steps each (finite losses, a
+gradient on every student parameter and adapter, the teacher untouched). The cross-head values
+and gradients of each head family against a hand-run of the teacher's layers:
+test_cross_values.py."""
 
 import pytest
 
@@ -28,6 +29,16 @@ CASES = {
     'mod_gfl': ('mod_gfl_s_digits.py', 'gfl_l_digits.py', None, 'crosskd'),
     'salt': ('salt_s_digits.py', 'salt_l_digits.py', None, 'crosskd+pkd'),
 }
+# CWD, MGD, FGD (the neck) and BCKD (cls_logits, boxes) in one run per family; GFL's:
+# test_feature_methods_graph.py and test_bckd.py
+FEATURES = 'cwd+mgd+fgd+bckd'
+CASES.update({
+    'atss_features': ('atss_s_digits.py', 'atss_l_digits.py', None, FEATURES),
+    'ddod_features': ('ddod_s_digits.py', 'ddod_s_digits.py', None, FEATURES),
+    'mod_features': ('mod_s_digits.py', 'mod_s_digits.py', None, FEATURES),
+    'fcos_features': ('fcos_s_digits.py', 'fcos_s_digits.py', None, FEATURES),
+    'salt_features': ('salt_s_digits.py', 'salt_l_digits.py', None, FEATURES),
+})
 
 
 @pytest.mark.parametrize('case', sorted(CASES))
@@ -49,7 +60,12 @@ def test_crosskd_trains_every_head_family(case, tmp_path, repo):
     widths = [Config.fromfile(c).model.bbox_head.feat_channels
               for c in (str(repo / T / student), teacher_cfg)]
     adapters = {n.split('.')[1] for n in touched if n.startswith('adapters.')}
-    assert all(n.startswith(('architecture.', 'adapters.')) for n in touched)
+    # MGD's generation and FGD's relation blocks are trained too (not exported)
+    assert all(n.startswith(('architecture.', 'adapters.', 'edge_losses.mgd.',
+                             'edge_losses.fgd.')) for n in touched)
+    if recipe == FEATURES:  # every feature edge moves the student; BCKD's class edge is dense
+        assert all(seen[f'loss_{n}'] > 0 for n in ('cwd', 'mgd', 'fgd', 'bckd_cls')), seen
+        assert any(n.startswith('edge_losses.fgd.') for n in touched)
     crosses = any(e['student'].get('of') == 'cross' or e['student'].get('output') == 'neck'
                   for e in cfg.model.edges)
     assert bool(adapters) == (crosses and widths[0] != widths[1]), (widths, adapters)

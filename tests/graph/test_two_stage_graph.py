@@ -299,18 +299,24 @@ def test_neck_strides_and_cell_priors(gfl_teacher, repo):
     assert priors[2][7].tolist() == [16 - 128, 48 - 128, 16 + 128, 48 + 128]
 
 
-def test_two_stage_student_exports_to_plain_mmdet(gfl_teacher, tmp_path, repo):
-    """A pkd run's checkpoint (student, 64 -> 96 adapter) exported: a plain FasterRCNN
-    checkpoint and config that mmdet's init_detector loads, predicting exactly as the graph's
-    student."""
+@pytest.mark.parametrize('recipe', ['pkd', 'cwd', 'mgd', 'fgd'])
+def test_two_stage_student_trains_and_exports_to_plain_mmdet(recipe, gfl_teacher, tmp_path,
+                                                              repo):
+    """Each feature method on its own: a step whose edge loss is positive and finite, then the
+    run's checkpoint (student, 64 -> 96 adapter; MGD's generation blocks, FGD's relation
+    blocks) exported: a plain FasterRCNN checkpoint and config that mmdet's init_detector
+    loads, without the graph's modules, predicting exactly as the graph's student."""
     from mmdet.apis import init_detector
 
     from distill.export import export_student
 
-    cfg = build_distill_config(str(repo / FASTER), 'pkd', str(repo / GFL_L), gfl_teacher)
+    cfg = build_distill_config(str(repo / FASTER), recipe, str(repo / GFL_L), gfl_teacher)
     model, dataset, optim = build_train_parts(cfg, 2)
     batch = pseudo_collate([dataset[0], dataset[1]])
-    loss, _ = model.parse_losses(model(**model.data_preprocessor(batch, True), mode='loss'))
+    losses = model(**model.data_preprocessor(batch, True), mode='loss')
+    assert 0 < float(losses[f'loss_{recipe}']) < float('inf')
+    assert {'loss_rpn_cls', 'loss_cls', 'loss_bbox'} <= set(losses)
+    loss, _ = model.parse_losses(losses)
     optim.update_params(loss)  # one step: the weights are no longer the init
     run_cfg, ckpt = tmp_path / 'run.py', tmp_path / 'iter_1.pth'
     cfg.dump(str(run_cfg))
@@ -319,6 +325,8 @@ def test_two_stage_student_exports_to_plain_mmdet(gfl_teacher, tmp_path, repo):
     state = torch.load(out_ckpt, weights_only=True)['state_dict']
     graph_state = model.state_dict()
     assert 'adapters.neck.weight' in graph_state
+    # the modules of the loss are trained with the run and left out of the export
+    assert any(k.startswith('edge_losses.') for k in graph_state) == (recipe in ('mgd', 'fgd'))
     assert state.keys() == {k[len('architecture.'):] for k in graph_state
                             if k.startswith('architecture.')}
     assert all(torch.equal(v, graph_state[f'architecture.{k}']) for k, v in state.items())

@@ -1,7 +1,11 @@
-"""mmdet's own heads in the graph: RetinaHead (9 anchors per location), FCOSHead, TOODHead and
-RTMDetSepBNHead as students under every recipe whose outputs they have, as teachers of the
+"""mmdet's own heads in the graph: RetinaHead (9 anchors per location), FCOSHead, TOODHead,
+RTMDetSepBNHead and plain RTMDetHead as students and teachers under every recipe whose outputs
+they have (the head-output recipes, CrossKD where the towers allow it, the feature methods PKD,
+CWD, MGD, FGD and BCKD), as teachers of the
 GFL student, the refusals that name what is missing, and the graph's reading of RetinaNet's
 anchors against mmdet's own flattening. The outputs' values: test_mmdet_heads_outputs.py."""
+
+import re
 
 import pytest
 import torch
@@ -25,16 +29,39 @@ RETINA_L = 'configs/tiny/retina_l_digits.py'
 FCOS = 'configs/tiny/fcos_mmdet_s_digits.py'
 TOOD = 'configs/tiny/tood_s_digits.py'
 RTMDET = 'configs/tiny/rtmdet_s_digits.py'
+RTMDET_PLAIN = 'rtmdet_plain_head'  # RTMDET with mmdet's RTMDetHead (no shared convs): made here
 GFL_S = 'configs/tiny/gfl_s_digits.py'
-HEADS = {RETINA: 'RetinaHead', FCOS: 'FCOSHead', TOOD: 'TOODHead', RTMDET: 'RTMDetSepBNHead'}
+HEADS = {RETINA: 'RetinaHead', FCOS: 'FCOSHead', TOOD: 'TOODHead', RTMDET: 'RTMDetSepBNHead',
+         RTMDET_PLAIN: 'RTMDetHead'}
 # every recipe whose outputs the head has (the teacher: the same config); CrossKD on the
-# heads whose towers it can cross
-RECIPES = {RETINA: ['none', 'kd', 'pkd', 'crosskd_retina', 'crosskd_retina_published'],
-           FCOS: ['none', 'kd', 'pkd', 'crosskd_fcos'],
-           TOOD: ['none', 'kd', 'pkd'], RTMDET: ['none', 'kd', 'pkd']}
+# heads whose towers it can cross; the neck methods (one run for the three) and BCKD
+# (cls_logits and boxes) on all
+COMMON = ['none', 'kd', 'pkd', 'cwd+mgd+fgd', 'bckd']
+RECIPES = {RETINA: COMMON + ['crosskd_retina', 'crosskd_retina_published'],
+           FCOS: COMMON + ['crosskd_fcos'], TOOD: COMMON, RTMDET: COMMON,
+           RTMDET_PLAIN: COMMON}
 OWN_LOSSES = {RETINA: {'loss_cls', 'loss_bbox'},
               FCOS: {'loss_cls', 'loss_bbox', 'loss_centerness'},
-              TOOD: {'loss_cls', 'loss_bbox'}, RTMDET: {'loss_cls', 'loss_bbox'}}
+              TOOD: {'loss_cls', 'loss_bbox'}, RTMDET: {'loss_cls', 'loss_bbox'},
+              RTMDET_PLAIN: {'loss_cls', 'loss_bbox'}}
+FEATURE_EDGES = {'pkd', 'cwd', 'mgd', 'fgd'}
+
+
+@pytest.fixture(scope='module')
+def configs(tmp_path_factory, repo):
+    """Each name's config file: the shipped tiny configs, and the tiny RTMDet with mmdet's plain
+    RTMDetHead (its own convs per level) in place of RTMDetSepBNHead."""
+    plain = tmp_path_factory.mktemp('c') / 'rtmdet_plain_head.py'
+    plain.write_text(
+        f"_base_ = '{repo / RTMDET}'\n"
+        "model = dict(bbox_head=dict(_delete_=True, type='RTMDetHead', num_classes=10,\n"
+        "    in_channels=48, stacked_convs=2, feat_channels=48,\n"
+        "    anchor_generator=dict(type='MlvlPointGenerator', offset=0, strides=[8, 16, 32]),\n"
+        "    bbox_coder=dict(type='DistancePointBBoxCoder'),\n"
+        "    loss_cls=dict(type='QualityFocalLoss', use_sigmoid=True, beta=2.0, loss_weight=1.0),\n"
+        "    loss_bbox=dict(type='GIoULoss', loss_weight=2.0), with_objectness=False,\n"
+        "    norm_cfg=dict(type='BN'), act_cfg=dict(type='SiLU', inplace=True)))\n")
+    return lambda name: str(plain) if name == RTMDET_PLAIN else str(repo / name)
 
 
 @pytest.fixture(autouse=True)
@@ -64,15 +91,23 @@ def _train(cfg):
 @pytest.mark.parametrize('student, recipe', [(s, r) for s, rs in RECIPES.items() for r in rs],
                          ids=[f'{HEADS[s]}-{r}' for s, rs in RECIPES.items() for r in rs])
 def test_mmdet_head_student_trains_under_every_recipe_it_has_outputs_for(student, recipe,
-                                                                         teachers, repo):
-    cfg = build_distill_config(str(repo / student), recipe, str(repo / student),
-                               teachers(student))
+                                                                         teachers, configs):
+    path = configs(student)
+    cfg = build_distill_config(path, recipe, path, teachers(path))
     seen, touched = _train(cfg)
     assert OWN_LOSSES[student] <= set(seen)
-    if cfg.model.edges:
-        assert any(seen[f'loss_{e["name"]}'] > 0 for e in cfg.model.edges)
-    # the same widths: no adapter; everything trained is the student
-    assert all(n.startswith('architecture.') for n in touched)
+    names = [e['name'] for e in cfg.model.edges]
+    if names:
+        assert any(seen[f'loss_{n}'] > 0 for n in names)
+    assert all(seen[f'loss_{n}'] > 0 for n in FEATURE_EDGES.intersection(names)), seen
+    # the same widths: no adapter; everything else trained is the student, or the modules of
+    # MGD's generation and FGD's relation blocks (edge_losses.*, not exported)
+    assert all(n.startswith('architecture.') or n.split('.')[:2] in (['edge_losses', 'mgd'],
+                                                                     ['edge_losses', 'fgd'])
+               for n in touched)
+    assert recipe != 'cwd+mgd+fgd' or any(n.startswith('edge_losses.mgd') for n in touched)
+    if 'bckd' in recipe:  # BCKD's two edges: the class one is dense, so always > 0
+        assert seen['loss_bckd_cls'] > 0
 
 
 @pytest.mark.parametrize('teacher', [FCOS, TOOD, RTMDET])
@@ -97,20 +132,23 @@ def test_retinanet_teaches_a_gfl_student_its_features_not_its_anchors(teachers, 
 
 
 @pytest.mark.parametrize('student', list(HEADS))
-def test_a_recipe_needing_an_output_the_head_lacks_names_it(student, teachers, repo):
+def test_a_recipe_needing_an_output_the_head_lacks_names_it(student, teachers, configs):
     from distill.graph.algorithm import DistillGraph  # noqa: F401 (registers the graph)
     head = HEADS[student]
-    cfg = build_distill_config(str(repo / student), 'ld', str(repo / student),
-                               teachers(student))
+    path = configs(student)
+    cfg = build_distill_config(path, 'ld', path, teachers(path))
     with pytest.raises(RecipeError, match=rf"needs the output 'box_dist' of the student head, "
-                                          rf"which {head} \(outputs: .*\) \(.*{student}\)"):
+                                          rf"which {head} \(outputs: .*\) \(.*{re.escape(path)}\)"):
         build_train_parts(cfg, 2)
     if student != FCOS:  # FCOS has a centerness branch; the others none
-        cfg = build_distill_config(str(repo / student), 'crosskd_atss', str(repo / student),
-                                   teachers(student))
+        cfg = build_distill_config(path, 'crosskd_atss', path, teachers(path))
         with pytest.raises(RecipeError, match=rf"'centerness' of the teacher head, which "
                                               rf"{head}"):
             build_train_parts(cfg, 2)
+    # DDOD's CrossKD reads the IoU branch, which none of mmdet's heads here has
+    cfg = build_distill_config(path, 'crosskd_ddod', path, teachers(path))
+    with pytest.raises(RecipeError, match=rf"'iou' of the teacher head, which {head}"):
+        build_train_parts(cfg, 2)
 
 
 @pytest.mark.parametrize('student, teacher', [(TOOD, TOOD), (RTMDET, RTMDET), (GFL_S, RTMDET),

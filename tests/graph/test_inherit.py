@@ -76,3 +76,15 @@ def test_a_malformed_key_is_refused_in_one_line(tmp_path, repo, value, words):
         build_distill_config(str(repo / STUDENT), str(path), str(repo / TEACHER),
                              str(repo / CKPT))
     assert '\n' not in str(err.value) and 'bad.py' in str(err.value)
+
+
+def test_the_shipped_fgd_inherit_recipe_is_fgd_with_the_inheriting_start(repo):
+    """``fgd_inherit``: fgd's edges unchanged, the start from the teacher's neck and head (the
+    student of the teacher's widths: WIDE); plain ``fgd`` inherits nothing."""
+    inherit, _ = _graph(repo, 'fgd_inherit', WIDE)
+    plain = build_distill_config(str(repo / STUDENT), 'fgd', str(repo / TEACHER),
+                                 str(repo / CKPT), cfg_options=WIDE)
+    assert inherit.distill.inherit_from_teacher == ['neck', 'bbox_head']
+    assert not plain.distill.get('inherit_from_teacher')
+    assert inherit.model.edges == plain.model.edges
+    assert inherit.model.edges_source.endswith('fgd_inherit.py')

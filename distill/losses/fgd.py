@@ -166,14 +166,21 @@ class FGDFeatureLoss(nn.Module):
         beta_fgd (float): Background loss weight (5e-4).
         gamma_fgd (float): Attention loss weight (5e-4).
         lambda_fgd (float): Global loss weight (5e-6).
+        loss_weight (float): One factor on the whole loss (default 1: the four weights above
+            as published). The published weights were set for COCO's 256-channel maps; on
+            another pair the loss's scale differs, and this one knob rescales all four
+            together (a sweep: ``tools/sweep_recipe.py fgd --set fgd.loss.loss_weight=...``).
     """
 
     def __init__(self, channels: int, num_levels: int = 5, temp: float = 0.5,
                  alpha_fgd: float = 1e-3, beta_fgd: float = 5e-4, gamma_fgd: float = 5e-4,
-                 lambda_fgd: float = 5e-6):
+                 lambda_fgd: float = 5e-6, loss_weight: float = 1.0):
         super().__init__()
         if temp <= 0:
             raise ValueError(f'temp must be positive, got {temp}')
+        if not loss_weight >= 0:
+            raise ValueError(f'loss_weight must be >= 0, got {loss_weight}')
+        self.loss_weight = loss_weight
         self.channels = channels
         self.num_levels = num_levels
         self.temp = temp
@@ -186,15 +193,17 @@ class FGDFeatureLoss(nn.Module):
                 weight: list[Tensor] | None = None, avg_factor=None) -> Tensor:
         """See :func:`fgd_loss`."""
         check_width('FGDFeatureLoss', student, self.channels, self.num_levels)
-        return fgd_loss(student, teacher, weight=weight, gc_student=self.gc_student,
-                        gc_teacher=self.gc_teacher, temp=self.temp, alpha=self.alpha_fgd,
-                        beta=self.beta_fgd, gamma=self.gamma_fgd, lambda_=self.lambda_fgd,
-                        avg_factor=avg_factor)
+        return self.loss_weight * fgd_loss(
+            student, teacher, weight=weight, gc_student=self.gc_student,
+            gc_teacher=self.gc_teacher, temp=self.temp, alpha=self.alpha_fgd,
+            beta=self.beta_fgd, gamma=self.gamma_fgd, lambda_=self.lambda_fgd,
+            avg_factor=avg_factor)
 
     def extra_repr(self) -> str:
         return (f'channels={self.channels}, num_levels={self.num_levels}, temp={self.temp}, '
                 f'alpha_fgd={self.alpha_fgd}, beta_fgd={self.beta_fgd}, '
-                f'gamma_fgd={self.gamma_fgd}, lambda_fgd={self.lambda_fgd}')
+                f'gamma_fgd={self.gamma_fgd}, lambda_fgd={self.lambda_fgd}, '
+                f'loss_weight={self.loss_weight}')
 
 
 def _register():

@@ -130,6 +130,12 @@ def test_fgd_terms_and_their_weights():
     for name in ('alpha_fgd', 'beta_fgd', 'gamma_fgd'):
         assert term(**{name: 3.0}) == pytest.approx(3.0 * term(**{name: 1.0}), rel=1e-12)
         assert term(**{name: 1.0}) > 0
+    # loss_weight: one factor on the sum of the four terms
+    every = dict(alpha_fgd=1.0, beta_fgd=0.5, gamma_fgd=0.25, lambda_fgd=2.0)
+    assert term(**every, loss_weight=0.1) == pytest.approx(0.1 * term(**every), rel=1e-12)
+    assert term(**every, loss_weight=0.0) == 0.0
+    with pytest.raises(ValueError, match='loss_weight must be >= 0, got -1'):
+        FGDFeatureLoss(channels=C, num_levels=2, loss_weight=-1)
     torch.manual_seed(0)
     same = FGDFeatureLoss(channels=C, num_levels=2, **HP).double()
     assert same(teacher, teacher, weight=fg).item() == pytest.approx(0.0, abs=1e-12)
